@@ -1,0 +1,32 @@
+"""istd: infrared small-target detection with MiM-ISTD (Mamba-in-Mamba).
+
+The public API is small; heavy modules load on first use so that `istd --help` stays fast.
+
+Example:
+    >>> import istd
+    >>> model = istd.build_model("mim-istd")
+    >>> predictor = istd.Predictor()          # default weights
+    >>> result = predictor(image)             # HxW array -> probability, mask, detections
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": "istd.models",
+    "list_models": "istd.models",
+    "from_pretrained": "istd.models",
+    "Predictor": "istd.engine.predict",
+    "Metrics": "istd.metrics",
+    "selective_scan": "istd.ops",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'istd' has no attribute {name!r}")
