@@ -1,0 +1,49 @@
+"""Which scan backends can run here, and why not.
+
+Optional imports catch ``ImportError`` only and record the outcome in a named flag, so that a
+missing package is reported where a backend is asked for, naming the package to install.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import numba  # noqa: F401
+
+    HAS_NUMBA = True
+    NUMBA_IMPORT_ERROR: str | None = None
+except ImportError as exc:  # the cpu backend needs numba
+    HAS_NUMBA = False
+    NUMBA_IMPORT_ERROR = str(exc)
+
+try:
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+    TRITON_IMPORT_ERROR: str | None = None
+except ImportError as exc:  # the triton backend needs triton
+    HAS_TRITON = False
+    TRITON_IMPORT_ERROR = str(exc)
+
+
+def triton_interpreter() -> bool:
+    """True when ``TRITON_INTERPRET=1``: Triton kernels then run on CPU tensors (slowly)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available_backends() -> list[str]:
+    """Scan backends that can run in this process.
+
+    Returns:
+        A subset of ``["reference", "cpu", "triton"]``: ``cpu`` when numba imports, ``triton``
+        when triton imports and a CUDA device is present (or ``TRITON_INTERPRET=1``).
+    """
+    names = ["reference"]
+    if HAS_NUMBA:
+        names.append("cpu")
+    if HAS_TRITON and (torch.cuda.is_available() or triton_interpreter()):
+        names.append("triton")
+    return names
