@@ -1,0 +1,114 @@
+"""Augmentation pipelines (albumentations) for training and evaluation.
+
+Small infrared targets cover a few dozen pixels of a frame, so a plain random crop often holds
+no target at all. The training crop is therefore target-aware: with probability ``target_p`` it
+is placed so that a randomly chosen target pixel lies somewhere inside it (albumentations'
+`CropNonEmptyMaskIfExists`, which jitters the window uniformly around that pixel), otherwise it
+is uniform. Flips and 90-degree rotations keep the physics of an IR frame; noise and blur are
+mild so that faint targets survive. Evaluation runs at native resolution with no resizing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from istd.errors import ConfigError
+
+__all__ = ["PairTransform", "train_transform", "eval_transform", "apply_transform"]
+
+#: A callable taking and returning (image (H, W) float32 [0, 1], mask (H, W) uint8 {0, 1}).
+PairTransform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def train_transform(
+    crop_size: int = 256,
+    target_p: float = 0.8,
+    noise_p: float = 0.3,
+    blur_p: float = 0.2,
+    seed: int | None = None,
+) -> A.Compose:
+    """The training pipeline: pad, target-aware random crop, flips, rotations, noise, blur.
+
+    Args:
+        crop_size: side of the square crop; smaller images are zero-padded (image and mask) at
+            a random position first.
+        target_p: probability that the crop is centred (with random jitter) around a target
+            pixel when the mask has one; otherwise the crop is uniform.
+        noise_p: probability of additive Gaussian noise (standard deviation 0.5 % to 2 % of
+            full scale).
+        blur_p: probability of a 3 x 3 Gaussian blur with sigma 0.3 to 0.7.
+        seed: seed for the pipeline's random generator (None: not seeded).
+
+    Returns:
+        An albumentations pipeline called as ``pipeline(image=..., mask=...)``.
+
+    Raises:
+        ConfigError: a crop size below 1 or a probability outside [0, 1].
+    """
+    if crop_size < 1:
+        raise ConfigError(f"crop_size must be at least 1, got {crop_size}")
+    for name, value in (("target_p", target_p), ("noise_p", noise_p), ("blur_p", blur_p)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must lie in [0, 1], got {value}")
+    crops: list[A.BasicTransform] = []
+    if target_p > 0:
+        crops.append(A.CropNonEmptyMaskIfExists(height=crop_size, width=crop_size, p=target_p))
+    if target_p < 1:
+        crops.append(A.RandomCrop(height=crop_size, width=crop_size, p=1.0 - target_p))
+    return A.Compose(
+        [
+            A.PadIfNeeded(
+                min_height=crop_size,
+                min_width=crop_size,
+                position="random",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+            ),
+            A.OneOf(crops, p=1.0),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.GaussNoise(std_range=(0.005, 0.02), p=noise_p),
+            A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.3, 0.7), p=blur_p),
+        ],
+        seed=seed,
+    )
+
+
+def eval_transform() -> None:
+    """The evaluation pipeline: none. Images keep their native resolution and values."""
+    return None
+
+
+def apply_transform(
+    transform: A.Compose | PairTransform | None, image: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a pipeline to one image and its mask.
+
+    Args:
+        transform: an albumentations pipeline, a plain ``(image, mask) -> (image, mask)``
+            callable, or None (identity).
+        image: (H, W) float32 in [0, 1].
+        mask: (H, W) uint8 in {0, 1}.
+
+    Returns:
+        (H', W') float32 image clipped to [0, 1] and (H', W') uint8 mask in {0, 1}.
+    """
+    if transform is None:
+        return image, mask
+    if isinstance(transform, A.BaseCompose):
+        out = transform(image=image, mask=mask)
+        image, mask = out["image"], out["mask"]
+    else:
+        image, mask = transform(image, mask)
+    if image.ndim == 3:  # albumentations may hand back (H, W, 1)
+        image = image[..., 0]
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    image = np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+    return image, (mask > 0).astype(np.uint8)
