@@ -1,0 +1,95 @@
+"""Segmentation losses for infrared small targets: SoftIoU, Dice and BCE + SoftIoU.
+
+SoftIoU is the loss ACM (Dai et al., WACV 2021) and DNANet (Li et al., TIP 2023) train with and
+that MiM-ISTD inherits: the IoU of the sigmoid probabilities with the mask, computed over the
+whole batch so that images with tiny targets are not drowned by empty crops. Every loss takes
+logits (B, 1, H, W) and {0, 1} targets of the same shape and returns a scalar.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from istd.engine.config import LossConfig
+from istd.errors import ConfigError
+
+
+def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape"
+        )
+
+
+class SoftIoULoss(nn.Module):
+    """1 - (sum p*t + s) / (sum p + sum t - sum p*t + s), over the whole batch.
+
+    Args:
+        smooth: added to numerator and denominator; keeps all-empty batches finite (loss 0).
+    """
+
+    def __init__(self, smooth: float = 1.0) -> None:
+        super().__init__()
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits, target: (B, 1, H, W) -> scalar."""
+        _check(logits, target)
+        # float32 even under bf16 autocast: the sums run over millions of pixels.
+        prob = torch.sigmoid(logits.float())
+        target = target.float()
+        inter = (prob * target).sum()
+        union = prob.sum() + target.sum() - inter
+        return 1.0 - (inter + self.smooth) / (union + self.smooth)
+
+
+class DiceLoss(nn.Module):
+    """1 - (2 sum p*t + s) / (sum p + sum t + s), over the whole batch."""
+
+    def __init__(self, smooth: float = 1.0) -> None:
+        super().__init__()
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits, target: (B, 1, H, W) -> scalar."""
+        _check(logits, target)
+        prob = torch.sigmoid(logits.float())
+        target = target.float()
+        inter = (prob * target).sum()
+        return 1.0 - (2.0 * inter + self.smooth) / (prob.sum() + target.sum() + self.smooth)
+
+
+class BCESoftIoULoss(nn.Module):
+    """`bce_weight` * mean binary cross-entropy + SoftIoU.
+
+    BCE gives every pixel a gradient early in training, when SoftIoU's is weak because the
+    predicted probabilities are spread thinly over the background.
+    """
+
+    def __init__(self, bce_weight: float = 1.0, smooth: float = 1.0) -> None:
+        super().__init__()
+        self.bce_weight = bce_weight
+        self.soft_iou = SoftIoULoss(smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits, target: (B, 1, H, W) -> scalar."""
+        _check(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        return self.bce_weight * bce + self.soft_iou(logits, target)
+
+
+def build_loss(cfg: LossConfig) -> nn.Module:
+    """The loss named by `cfg.name`.
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    if cfg.name == "softiou":
+        return SoftIoULoss(cfg.smooth)
+    if cfg.name == "dice":
+        return DiceLoss(cfg.smooth)
+    if cfg.name == "bce+softiou":
+        return BCESoftIoULoss(cfg.bce_weight, cfg.smooth)
+    raise ConfigError(f"unknown loss.name {cfg.name!r}; known: softiou, dice, bce+softiou")

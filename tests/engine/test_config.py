@@ -1,0 +1,105 @@
+"""Training config: YAML files, shipped names, --set overrides and their type checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from istd.engine.config import (
+    TrainConfig,
+    apply_override,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+from istd.errors import ConfigError
+
+
+def test_defaults_follow_acm_dnanet_recipe() -> None:
+    cfg = load_config(None)
+    assert cfg.optim.name == "adagrad"
+    assert cfg.optim.lr == 0.05
+    assert cfg.optim.weight_decay == 1e-4
+    assert cfg.loss.name == "softiou"
+    assert cfg.augment.crop_size == 256
+    assert cfg.train.best_metric == "iou"
+    assert cfg.data.val_split != "test"
+
+
+def test_yaml_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"name": "adam", "lr": 1}, "data": {"limit": 4}}))
+    cfg = load_config(
+        path,
+        ["optim.lr=0.001", "data.norm_mean=[0.4]", "data.norm_std=[0.2]", "train.threads=null"],
+    )
+    assert cfg.optim.name == "adam"
+    assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.limit == 4
+    assert cfg.data.norm_mean == [0.4]
+    assert cfg.train.threads is None
+
+
+def test_int_promoted_to_float_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1\n")
+    assert load_config(path).optim.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ("optim.lrr=0.1", ["optim.lrr", "lr"]),
+        ("nope.x=1", ["nope", "model"]),
+        ("train.epochs=two", ["train.epochs", "int"]),
+        ("train.epochs=true", ["train.epochs", "int"]),
+        ("optim.name=sgd", ["optim.name", "adagrad"]),
+        ("loss.name=focal", ["loss.name", "softiou"]),
+        ("data.limit=1.5", ["data.limit"]),
+        ("optim=3", ["optim", "section"]),
+        ("optim.lr", ["key=value"]),
+        ("data.norm_mean=[a]", ["data.norm_mean[0]", "float"]),
+    ],
+)
+def test_bad_override_names_the_key(item: str, words: list[str]) -> None:
+    cfg = TrainConfig()
+    with pytest.raises(ConfigError) as info:
+        apply_override(cfg, item)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_unknown_yaml_key_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match="train.epocs"):
+        load_config(path)
+
+
+def test_range_checks() -> None:
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match="norm"):
+        load_config(None, ["data.norm_mean=[0.5]"])
+    with pytest.raises(ConfigError, match="schedule.warmup_epochs"):
+        load_config(None, ["train.epochs=2", "schedule.warmup_epochs=2"])
+
+
+def test_unknown_config_name_lists_shipped() -> None:
+    with pytest.raises(ConfigError, match="mim-istd_nuaa-sirst"):
+        load_config("no-such-config")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/file.yaml")
+
+
+def test_shipped_configs_load_and_round_trip() -> None:
+    from istd.engine.config import shipped_configs
+
+    names = shipped_configs()
+    assert {"mim-istd_nuaa-sirst", "mim-istd_nudt-sirst"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        again = config_from_dict(yaml.safe_load(save_config(cfg)))
+        assert again == cfg
