@@ -1,0 +1,103 @@
+"""Video frames through OpenCV, frame folders, and the atomic video writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from istd.data.video import (
+    AtomicVideoWriter,
+    frame_folder_paths,
+    iter_frame_folder,
+    iter_video_frames,
+    video_info,
+)
+from istd.errors import DataError
+
+
+def _write_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48)) -> None:
+    with AtomicVideoWriter(path, 10.0, size) as writer:
+        for t in range(frames):
+            frame = np.full((size[1], size[0]), 40, np.uint8)
+            cv2.circle(frame, (8 + 3 * t, 20), 3, 230, -1)
+            writer.write(frame)
+
+
+def test_write_then_read_streams_grey_frames(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    _write_clip(clip)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp file left
+    info = video_info(clip)
+    assert (info.width, info.height) == (64, 48) and info.fps == pytest.approx(10.0)
+    frames = list(iter_video_frames(clip))
+    assert len(frames) == 12
+    assert all(f.shape == (48, 64) and f.dtype == np.float32 for f in frames)
+    # The bright disc moves 3 px per frame; lossy coding keeps its position.
+    xs = [int(np.argmax(f[20])) for f in frames]
+    assert abs(xs[-1] - xs[0] - 33) <= 2
+    assert min(f.min() for f in frames) >= 0.0 and max(f.max() for f in frames) <= 1.0
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), AtomicVideoWriter(tmp_path / "x.mp4", 10, (32, 32)) as w:
+        w.write(np.zeros((32, 32), np.uint8))
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with (
+        AtomicVideoWriter(tmp_path / "y.mp4", 10, (32, 32)) as w,
+        pytest.raises(DataError, match="uint8"),
+    ):
+        w.write(np.zeros((16, 16), np.uint8))
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video at all" * 10])
+def test_broken_videos_raise(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match="bad.mp4"):
+        list(iter_video_frames(bad))
+
+
+def test_truncated_video_yields_what_decodes(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mkv"
+    # Matroska keeps its index up front, so a cut file still gives its first frames.
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+    for t in range(20):
+        writer.write(np.full((32, 32, 3), 10 * t, np.uint8))
+    writer.release()
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    frames = list(iter_video_frames(cut))
+    assert 0 < len(frames) < 20
+
+
+def test_frame_folder_natural_order(tmp_path: Path) -> None:
+    for k in (10, 2, 1):
+        cv2.imwrite(str(tmp_path / f"frame{k}.png"), np.full((6, 7), 20 * k, np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert [p.name for p in frame_folder_paths(tmp_path)] == [
+        "frame1.png",
+        "frame2.png",
+        "frame10.png",
+    ]
+    frames = list(iter_frame_folder(tmp_path))
+    assert [round(float(f[0, 0]) * 255) for f in frames] == [20, 40, 200]
+    with pytest.raises(DataError, match="not found"):
+        frame_folder_paths(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image"):
+        frame_folder_paths(tmp_path / "empty")
+
+
+def test_real_drone_video_decodes(drone_ir: Path) -> None:
+    video = drone_ir / "Video_IR" / "IR_DRONE_001.mp4"
+    if not video.exists():
+        video = sorted((drone_ir / "Video_IR").glob("*.mp4"))[0]
+    info = video_info(video)
+    assert (info.width, info.height) == (320, 256)
+    first = next(iter(iter_video_frames(video)))
+    assert first.shape == (256, 320) and 0 < first.mean() < 1
