@@ -32,6 +32,7 @@ __all__ = [
     "read_mask",
     "to_grey",
     "binarise_mask",
+    "write_bytes_atomic",
     "write_png_atomic",
 ]
 
@@ -281,12 +282,32 @@ def write_png_atomic(
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
+    return write_bytes_atomic(path, encoded.tobytes(), overwrite=overwrite)
+
+
+def write_bytes_atomic(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False
+) -> Path:
+    """Write bytes to a file atomically (temporary file, fsync, then move into place).
+
+    Args:
+        path: destination file; its folder is created if needed.
+        data: the file's content.
+        overwrite: replace an existing file instead of raising.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        DataError: the file exists (and ``overwrite`` is false) or cannot be written.
+    """
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(encoded.tobytes())
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             if overwrite:
