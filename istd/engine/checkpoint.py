@@ -21,13 +21,17 @@ import random
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from torch import nn
 
-from istd.errors import WeightsError
+from istd.engine.config import TrainConfig, config_from_dict, save_config
+from istd.errors import ConfigError, WeightsError
 
 CHECKPOINT_VERSION = 1
 
@@ -46,12 +50,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically: temp file, fsync, rename, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; give the usual permissions of a new file instead.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -91,6 +103,7 @@ def replace_dir_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())
         write(tmp)
         for child in tmp.iterdir():
             if child.is_file():
@@ -195,3 +208,179 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is not an istd resume checkpoint (version {CHECKPOINT_VERSION})"
         )
     return record
+
+
+# ---- the run folder: config.yaml, log.csv, last.ckpt, best/ ------------------------------
+
+RUN_FILES = ("config.yaml", "log.csv", "last.ckpt", "best")
+LOG_HEAD = ("epoch", "step", "loss", "lr")
+LOG_TAIL = ("images_per_s", "epoch_s", "wall_time_s")
+
+
+@dataclass
+class RunState:
+    """Progress of a run: completed epochs, global step, best so far, log rows, wall time."""
+
+    epoch: int = 0
+    step: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    wall_time: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare_work_dir(
+    config: TrainConfig | None,
+    work_dir: Path,
+    resume: bool,
+    load_from: str | Path | None,
+    is_main: bool,
+    barrier: Callable[[], None],
+) -> TrainConfig:
+    """Check the work dir against the request, write config.yaml (rank 0), return the config.
+
+    A new run refuses a folder holding any run file, so nothing a user had is overwritten.
+    `--resume` takes the saved config when `config` is None and refuses a different one.
+
+    Raises:
+        ConfigError: naming the folder and what to do.
+    """
+    saved_path = work_dir / "config.yaml"
+    if resume:
+        if load_from is not None and (work_dir / "last.ckpt").is_file():
+            raise ConfigError(
+                "--load-from and --resume together: --resume already restores the weights"
+            )
+        if saved_path.is_file():
+            saved = config_from_dict(
+                yaml.safe_load(saved_path.read_text(encoding="utf-8")), str(saved_path)
+            )
+            if config is None:
+                config = saved
+            elif config.to_dict() != saved.to_dict():
+                diff = _diff(saved.to_dict(), config.to_dict())
+                raise ConfigError(
+                    f"--resume: the config differs from {saved_path} in {', '.join(diff)}; "
+                    "resume with the same config (or omit CONFIG to reuse the saved one)"
+                )
+        elif config is None:
+            raise ConfigError(
+                f"--resume: {work_dir} holds no config.yaml; give CONFIG to start the run"
+            )
+    else:
+        if config is None:
+            raise ConfigError("no CONFIG given: name a shipped config or a YAML file")
+        present = [name for name in RUN_FILES if (work_dir / name).exists()]
+        if present:
+            raise ConfigError(
+                f"{work_dir} already holds a run ({', '.join(present)}); pass --resume to continue "
+                "it or choose another --work-dir (nothing was overwritten)"
+            )
+    config.validate()
+    barrier()  # every rank has checked the folder before rank 0 writes into it
+    if is_main and not saved_path.is_file():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved_path, save_config(config))
+    barrier()
+    return config
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "overrides":
+            keys += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k} ({va!r} -> {vb!r})")
+    return keys
+
+
+def write_log(work_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite log.csv atomically from the run's rows (one per epoch)."""
+    middle: list[str] = []
+    for row in history:
+        middle += [k for k in row if k not in LOG_HEAD and k not in LOG_TAIL and k not in middle]
+    write_csv_atomic(work_dir / "log.csv", history, [*LOG_HEAD, *middle, *LOG_TAIL])
+
+
+def write_best(path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
+    """Replace `path` with the model's `save_pretrained` folder, atomically."""
+    from istd.models.hub import save_pretrained
+
+    replace_dir_atomic(path, lambda tmp: save_pretrained(model, tmp, extra=extra))
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict into `model`, every name and shape checked.
+
+    Raises:
+        WeightsError: naming `source` and the first mismatches.
+    """
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:3]
+        raise WeightsError(f"{source} does not fit this model: {' '.join(first)}") from None
+
+
+def make_record(
+    state: RunState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    splits: dict[str, str],
+    mean: float,
+    std: float,
+) -> dict[str, Any]:
+    """The resume record for `save_checkpoint` (tensors and plain containers only)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": capture_rng_state(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_value": state.best_value,
+        "best_epoch": state.best_epoch,
+        "wall_time": state.wall_time,
+        "history": state.history,
+        "split_sha256": dict(splits),
+        "norm": [float(mean), float(std)],
+    }
+
+
+def restore_run(
+    record: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    splits: dict[str, str],
+    path: Path,
+) -> RunState:
+    """Load a resume record into the run's objects and return its progress.
+
+    Raises:
+        ConfigError: the dataset ids changed since the checkpoint.
+        WeightsError: the record does not fit the model or optimiser.
+    """
+    if record.get("split_sha256") != splits:
+        raise ConfigError(
+            f"{path}: the training/validation ids differ from the checkpoint's "
+            "(dataset or data.limit changed); resume needs the same data"
+        )
+    load_weights(model, record["model"], str(path))
+    try:
+        optimizer.load_state_dict(record["optimizer"])
+        scheduler.load_state_dict(record["scheduler"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: optimiser/scheduler state does not fit: {exc}") from None
+    restore_rng_state(record["rng"])
+    return RunState(
+        epoch=int(record["epoch"]),
+        step=int(record["step"]),
+        best_value=record["best_value"],
+        best_epoch=record["best_epoch"],
+        wall_time=float(record["wall_time"]),
+        history=list(record["history"]),
+    )

@@ -55,14 +55,17 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation; validation images are used whole, unaugmented."""
+    """Training augmentation (`istd.data.train_transform`); validation images stay whole.
+
+    The pipeline pads, crops `crop_size` squares (around a target with probability
+    `target_p`, so tiny targets are not cropped away), flips, rotates by 90 degrees and adds
+    mild noise (`noise_p`) and blur (`blur_p`).
+    """
 
     crop_size: int = 256
-    hflip: bool = True
-    vflip: bool = False
-    rotate90: bool = False
-    # Crop centred on a target with this probability, so tiny targets are not cropped away.
-    target_crop_prob: float = 0.5
+    target_p: float = 0.8
+    noise_p: float = 0.3
+    blur_p: float = 0.2
 
 
 @dataclass
@@ -138,7 +141,9 @@ class TrainConfig:
             ("train.val_every", self.train.val_every >= 1),
             ("train.threshold", 0.0 < self.train.threshold < 1.0),
             ("augment.crop_size", self.augment.crop_size >= 1),
-            ("augment.target_crop_prob", 0.0 <= self.augment.target_crop_prob <= 1.0),
+            ("augment.target_p", 0.0 <= self.augment.target_p <= 1.0),
+            ("augment.noise_p", 0.0 <= self.augment.noise_p <= 1.0),
+            ("augment.blur_p", 0.0 <= self.augment.blur_p <= 1.0),
             ("optim.lr", self.optim.lr > 0),
             ("optim.weight_decay", self.optim.weight_decay >= 0),
             ("optim.betas", len(self.optim.betas) == 2),

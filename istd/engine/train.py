@@ -1,0 +1,518 @@
+"""Training: `train_one_epoch` and the `fit` loop behind `istd train`.
+
+MiM-ISTD's authors (Chen et al., TGRS 2024) publish no training code; the recipe here is the
+one ACM and DNANet train with (see `istd.engine.config`), laid out like torchvision's
+segmentation reference script: plain functions with explicit arguments, one resume record.
+
+Reproducibility: the data order comes from a `DistributedSampler` seeded with (seed, epoch);
+each sample's augmentation is seeded with (seed, epoch, index); and every epoch begins by
+seeding Python, NumPy and torch with (seed, epoch, rank). So an epoch's randomness depends
+on nothing that came before it, which makes a resumed run (from the epoch-level `last.ckpt`)
+equal to an uninterrupted one, whatever the DataLoader workers or the DDP world do. The RNG
+states are stored in the checkpoint as well and restored on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from istd.data import (
+    IRSTDDataset,
+    apply_transform,
+    compute_norm_stats,
+    open_dataset,
+    train_transform,
+)
+from istd.data.layouts import Sample
+from istd.engine.checkpoint import (
+    RunState,
+    load_checkpoint,
+    load_weights,
+    make_record,
+    prepare_work_dir,
+    recover_dir,
+    restore_run,
+    save_checkpoint,
+    write_best,
+    write_log,
+)
+from istd.engine.config import OptimConfig, ScheduleConfig, TrainConfig
+from istd.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    init_distributed,
+    is_dist,
+)
+from istd.engine.losses import build_loss
+from istd.errors import BackendError, ConfigError, DataError
+from istd.metrics import Metrics
+from istd.models import build_model, from_pretrained
+
+__all__ = [
+    "DivergenceError",
+    "FitResult",
+    "Reporter",
+    "EpochSeededDataset",
+    "build_optimizer",
+    "build_scheduler",
+    "fit",
+    "seed_everything",
+    "split_samples",
+    "train_one_epoch",
+]
+
+
+# Validation metrics written to log.csv (all scalars go to best/config.json).
+LOG_METRICS = ("iou", "niou", "pd", "fa")
+
+
+class DivergenceError(ConfigError):
+    """The loss became NaN or infinite; the run stopped before the bad step was applied."""
+
+
+def seed_everything(seed: int, *keys: int) -> None:
+    """Seed Python, NumPy and torch from `seed` and extra keys (epoch, rank) via SeedSequence."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[0]))
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class EpochSeededDataset(Dataset):
+    """Training samples whose augmentation is seeded by (seed, epoch, index).
+
+    Set `epoch` before each epoch's iterator is created (DataLoader workers copy the dataset
+    then), so the augmented crop of a sample never depends on worker count or history.
+    """
+
+    def __init__(self, samples: list[Sample], transform: Any, seed: int) -> None:
+        self.base = IRSTDDataset(samples, transform=None, cache=True)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.base._load(index)  # (H, W) float32, (H, W) uint8
+        sub = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        self.transform.set_random_seed(int(sub))
+        image, mask = apply_transform(self.transform, image, mask)  # (S, S) each
+        image_t = torch.from_numpy(np.ascontiguousarray(image))[None]  # (1, S, S)
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask)).float()[None]  # (1, S, S)
+        return image_t, mask_t
+
+
+def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """The training and validation samples the config names.
+
+    Without a validation split, a fixed `val_fraction` of the training ids (the lowest
+    sha256 of the id, so independent of seed and file order) is held out for validation.
+
+    Raises:
+        DataError: missing dataset, unknown split, or overlapping train and validation ids.
+    """
+    index = open_dataset(cfg.data.root, layout=cfg.data.layout)
+    train = index.samples(cfg.data.train_split)
+    if cfg.data.val_split is not None:
+        val = index.samples(cfg.data.val_split)
+    else:
+        ranked = sorted(train, key=lambda s: hashlib.sha256(s.id.encode()).hexdigest())
+        held = {s.id for s in ranked[: max(1, math.ceil(cfg.data.val_fraction * len(train)))]}
+        val = [s for s in train if s.id in held]
+        train = [s for s in train if s.id not in held]
+    overlap = {s.id for s in train} & {s.id for s in val}
+    if overlap:
+        raise DataError(
+            f"{cfg.data.root}: validation split {cfg.data.val_split!r} shares "
+            f"{len(overlap)} ids with {cfg.data.train_split!r} (e.g. {sorted(overlap)[0]})"
+        )
+    val_limit = cfg.data.val_limit if cfg.data.val_limit is not None else cfg.data.limit
+    train = train[: cfg.data.limit] if cfg.data.limit else train
+    val = val[:val_limit] if val_limit else val
+    if not train or not val:
+        raise DataError(f"{cfg.data.root}: empty training or validation split")
+    return train, val
+
+
+def ids_sha256(samples: list[Sample]) -> str:
+    """sha256 of the ids, one per line in order: identifies exactly which images were used."""
+    return hashlib.sha256("".join(f"{s.id}\n" for s in samples).encode()).hexdigest()
+
+
+def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdaGrad (default, as ACM and DNANet), Adam or AdamW."""
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    betas = (cfg.betas[0], cfg.betas[1])
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optim.name {cfg.name!r}; known: adagrad, adam, adamw")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    cfg: ScheduleConfig,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: linear warm-up over `warmup_epochs`, then cosine to `min_lr` (or flat)."""
+    total = epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    floor = cfg.min_lr / lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    if cfg.name not in ("cosine", "constant"):
+        raise ConfigError(f"unknown schedule.name {cfg.name!r}; known: cosine, constant")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch did on this rank."""
+
+    loss: float
+    steps: int
+    images: int
+    seconds: float
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    grad_clip: float | None = None,
+    on_step: Callable[[float, int], None] | None = None,
+    where: str = "",
+) -> EpochStats:
+    """One pass over `loader`: forward, loss, backward, step, schedule step.
+
+    Args:
+        amp: bf16 autocast for the network (the scan itself runs in float32).
+        grad_clip: max global gradient norm, or None.
+        on_step: called with (loss, images in the batch) after every step, for progress bars.
+        where: prefix for error messages (e.g. "epoch 3").
+
+    Returns:
+        Mean loss over steps, step count, image count and seconds.
+
+    Raises:
+        DivergenceError: a NaN or infinite loss on any rank, before that step is applied.
+    """
+    model.train()
+    total, steps, images = 0.0, 0, 0
+    start = time.perf_counter()
+    for image, mask in loader:
+        image = image.to(device, non_blocking=True)  # (B, 1, S, S)
+        mask = mask.to(device, non_blocking=True)  # (B, 1, S, S)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(image)  # (B, 1, S, S)
+        loss = loss_fn(logits.float(), mask)
+        finite = torch.isfinite(loss.detach()).to(torch.int32)
+        if is_dist():
+            # Every rank must stop on the same step, or the others hang in the gradient all-reduce.
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite.item()):
+            raise DivergenceError(
+                f"{where} step {steps + 1}: loss is {loss.item()} (NaN or inf); the step was not "
+                "applied and last.ckpt still holds the last good epoch. Lower optim.lr, set "
+                "optim.grad_clip, or check the data with `istd data check`."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        steps += 1
+        images += image.shape[0]
+        total += loss.item()
+        if on_step is not None:
+            on_step(loss.item(), image.shape[0])
+    if steps == 0:
+        raise DataError(f"{where}: the training loader yielded no batch")
+    return EpochStats(
+        loss=total / steps, steps=steps, images=images, seconds=time.perf_counter() - start
+    )
+
+
+def make_train_loader(
+    dataset: EpochSeededDataset, cfg: TrainConfig, epoch: int, rank: int, world_size: int
+) -> DataLoader:
+    """This epoch's loader: order from (seed, epoch), sharded over ranks."""
+    dataset.epoch = epoch
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
+    )
+    sampler.set_epoch(epoch)
+    # The loader's own generator only seeds workers; tie it to (seed, epoch) too.
+    generator = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        generator=generator,
+        drop_last=False,
+        persistent_workers=False,
+    )
+
+
+def make_train_set(samples: list[Sample], cfg: TrainConfig) -> EpochSeededDataset:
+    """The augmented training set of `samples`."""
+    a = cfg.augment
+    transform = train_transform(
+        crop_size=a.crop_size, target_p=a.target_p, noise_p=a.noise_p, blur_p=a.blur_p, seed=0
+    )
+    return EpochSeededDataset(samples, transform, cfg.train.seed)
+
+
+class Reporter:
+    """Progress hooks `fit` calls on the main process; the CLI subclasses it with Rich."""
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        """An epoch (1-based) of `steps` optimiser steps begins."""
+
+    def step(self, loss: float, images: int) -> None:
+        """One optimiser step on `images` images ended with `loss`."""
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        """An epoch ended; `row` is its log.csv row."""
+
+    def note(self, text: str) -> None:
+        """A one-line message (resume point, best checkpoint, ...)."""
+
+
+@dataclass
+class FitResult:
+    """Where a finished run left things."""
+
+    work_dir: Path
+    epochs: int
+    step: int
+    best_epoch: int | None
+    best_value: float | None
+    history: list[dict[str, Any]]
+
+
+def fit(
+    config: TrainConfig | None,
+    work_dir: str | Path,
+    *,
+    resume: bool = False,
+    load_from: str | Path | None = None,
+    amp: bool = False,
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+) -> FitResult:
+    """Train `config` in `work_dir`: resolved config, log.csv, last.ckpt and best/.
+
+    Args:
+        config: the run's config; None with `resume` reuses the work dir's config.yaml.
+        work_dir: the run folder; a new run refuses a folder that already holds a run.
+        resume: continue from `work_dir/last.ckpt` (a fresh start when none was written yet).
+        load_from: a weights folder (`save_pretrained` layout) to initialise the network from.
+        amp: bf16 autocast for everything but the scan.
+        device: "cpu" or "cuda" (under torchrun, CUDA rank r uses GPU LOCAL_RANK).
+        reporter: progress hooks; None trains silently.
+
+    Returns:
+        Epochs done, global step, best epoch and value, and the log rows.
+
+    Raises:
+        ConfigError: bad config or work dir; DivergenceError for a NaN or inf loss.
+        DataError, WeightsError, BackendError: bad dataset, weights or device.
+
+    Example:
+        >>> fit(load_config("mim-istd_nuaa-sirst", ["data.limit=8"]), "runs/smoke")  # doctest: +SKIP
+    """
+    dev = resolve_device(device)
+    info = init_distributed(dev)
+    if dev.type == "cuda" and info.enabled:
+        dev = torch.device("cuda", info.local_rank)
+    try:
+        cfg = prepare_work_dir(config, Path(work_dir), resume, load_from, info.is_main, barrier)
+        return _run(cfg, Path(work_dir), resume, load_from, amp, dev, info, reporter or Reporter())
+    finally:
+        cleanup()
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a `--device` value.
+
+    Raises:
+        BackendError: unknown name, or CUDA asked for where there is none.
+    """
+    if device not in ("cpu", "cuda"):
+        raise BackendError(f"unknown device {device!r}; use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda asked for, but torch sees no CUDA device here")
+    if device == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; must be set before it starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return torch.device(device)
+
+
+def _build_network(cfg: TrainConfig, mean: float, std: float) -> nn.Module:
+    overrides = dict(cfg.model.overrides)
+    overrides.update(norm_mean=(mean,), norm_std=(std,))
+    model = build_model(cfg.model.name, **overrides)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model {cfg.model.name!r} has no trainable parameters")
+    return model
+
+
+def _run(
+    cfg: TrainConfig,
+    work_dir: Path,
+    resume: bool,
+    load_from: str | Path | None,
+    amp: bool,
+    dev: torch.device,
+    info: DistInfo,
+    reporter: Reporter,
+) -> FitResult:
+    t = cfg.train
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
+    torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not t.deterministic
+    train_s, val_s = split_samples(cfg)
+    splits = {"train": ids_sha256(train_s), "val": ids_sha256(val_s)}
+    if cfg.data.norm_mean is not None and cfg.data.norm_std is not None:
+        mean, std = cfg.data.norm_mean[0], cfg.data.norm_std[0]
+    else:
+        mean, std = compute_norm_stats(train_s)
+    seed_everything(t.seed)  # same initial weights on every rank
+    model = _build_network(cfg, mean, std).to(dev)
+    ckpt_path = work_dir / "last.ckpt"
+    record = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if load_from is not None and record is None:
+        source = from_pretrained(load_from)
+        load_weights(model, source.state_dict(), str(load_from))
+        reporter.note(f"initialised from {load_from}")
+
+    train_set = make_train_set(train_s, cfg)
+    steps_per_epoch = len(make_train_loader(train_set, cfg, 0, info.rank, info.world_size))
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.epochs, steps_per_epoch)
+    loss_fn = build_loss(cfg.loss)
+    state = RunState()
+    if record is not None:
+        state = restore_run(record, model, optimizer, scheduler, splits, ckpt_path)
+        reporter.note(f"resuming after epoch {state.epoch} (step {state.step}) from {ckpt_path}")
+    if info.is_main:
+        recover_dir(work_dir / "best")
+        write_log(work_dir, state.history)  # drops rows of an epoch cut short before its ckpt
+    net = DistributedDataParallel(model) if info.enabled else model
+    val_loader = DataLoader(
+        IRSTDDataset(val_s, cache=True), batch_size=1, num_workers=cfg.data.num_workers
+    )
+    dataset_name = Path(cfg.data.root).name
+
+    for epoch in range(state.epoch, t.epochs):
+        began = time.perf_counter()
+        seed_everything(t.seed, epoch, info.rank)
+        loader = make_train_loader(train_set, cfg, epoch, info.rank, info.world_size)
+        if info.is_main:
+            reporter.epoch_start(epoch + 1, t.epochs, len(loader))
+        stats = train_one_epoch(
+            net, loader, optimizer, scheduler, loss_fn, dev, amp=amp, grad_clip=cfg.optim.grad_clip,
+            on_step=reporter.step if info.is_main else None, where=f"epoch {epoch + 1}",
+        )  # fmt: skip
+        state.step += stats.steps
+        images = all_reduce_sum(float(stats.images), dev)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "loss": all_reduce_mean(stats.loss, dev),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        last = epoch + 1 == t.epochs
+        if info.is_main and ((epoch + 1) % t.val_every == 0 or last):
+            metrics = validate(model, val_loader, t.threshold, dev)
+            logged = (*LOG_METRICS, t.best_metric)
+            row.update({f"val_{k}": v for k, v in metrics.items() if k in logged})
+            if t.best_metric not in metrics:
+                raise ConfigError(
+                    f"train.best_metric {t.best_metric!r} unknown; known: {', '.join(metrics)}"
+                )
+            value = metrics[t.best_metric]
+            better = state.best_value is None or (
+                value > state.best_value if t.best_mode == "max" else value < state.best_value
+            )
+            if better and math.isfinite(value):
+                state.best_value, state.best_epoch = value, epoch + 1
+                extra = {
+                    "dataset": f"{dataset_name} ({cfg.data.train_split} split)",
+                    "metrics": metrics, "split": f"validation: {cfg.data.val_split or 'held out of train'}",
+                    "split_sha256": splits, "epoch": epoch + 1, "train_config": cfg.to_dict(),
+                }  # fmt: skip
+                write_best(work_dir / "best", model, extra)
+                reporter.note(f"epoch {epoch + 1}: best {t.best_metric} {value:.4f} -> best/")
+        row["images_per_s"] = images / max(stats.seconds, 1e-9)
+        row["epoch_s"] = time.perf_counter() - began
+        state.wall_time += row["epoch_s"]
+        row["wall_time_s"] = state.wall_time
+        state.history.append(row)
+        state.epoch = epoch + 1
+        if info.is_main:
+            write_log(work_dir, state.history)
+            save_checkpoint(
+                ckpt_path, make_record(state, model, optimizer, scheduler, splits, mean, std)
+            )
+            reporter.epoch_end(row)
+        barrier()
+    return FitResult(
+        work_dir, state.epoch, state.step, state.best_epoch, state.best_value, state.history
+    )
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module, loader: DataLoader, threshold: float, device: torch.device
+) -> dict[str, float]:
+    """Scalar validation metrics of `model` on `loader` (IoU, nIoU, Pd, Fa, ...)."""
+    from istd.engine.evaluate import evaluate
+
+    metrics = Metrics(threshold=threshold, keep_per_image=False)
+    result = evaluate(model, loader, metrics, device)
+    values = result if isinstance(result, dict) else metrics.compute()
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
