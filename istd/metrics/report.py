@@ -1,0 +1,324 @@
+"""Evaluation reports: report.md, a self-contained report.html, metrics.json, per_image.csv,
+pd_fa.png, roc.png and a gallery of the worst images; comparison tables for several models.
+
+Every file is written atomically (temporary file, fsync, rename) through
+`istd.data.io.write_bytes_atomic`; an existing report folder is only reused with `overwrite`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from istd.data.io import write_bytes_atomic
+from istd.errors import DataError
+from istd.metrics._figures import overlay, pd_fa_png, roc_png
+
+__all__ = [
+    "EvalRun",
+    "GalleryItem",
+    "metrics_table",
+    "overlay",
+    "prepare_out_dir",
+    "write_comparison",
+    "write_report",
+]
+
+# Headline columns: (key, header, scale). Ratios print in %, Fa per million pixels.
+COLUMNS = (
+    ("iou", "IoU (%)", 100.0),
+    ("niou", "nIoU (%)", 100.0),
+    ("pd", "Pd (%)", 100.0),
+    ("fa", "Fa (x1e-6)", 1e6),
+    ("f1", "pixel F1 (%)", 100.0),
+    ("target_f1", "target F1 (%)", 100.0),
+    ("pd_fa_auc", "Pd-Fa area", 1.0),
+    ("roc_auc", "ROC AUC", 1.0),
+)
+DEFINITIONS = (
+    "IoU sums intersections and unions over the split; nIoU averages per-image IoU (images "
+    "with empty prediction and ground truth score 0); Pd counts targets (8-connected ground-truth "
+    "components) matched, first match in label order, by a predicted object whose centroid is "
+    "less than {distance:g} px away; Fa counts pixels of predicted objects that matched no "
+    "target over all pixels, printed x1e-6. Binarised as probability > {threshold:g} at native "
+    "resolution. Pd-Fa area: normalised area under Pd(Fa) for Fa in [0, 100 x1e-6]. "
+    "See docs/metrics.md."
+)
+
+
+@dataclass
+class GalleryItem:
+    """One drawn image: (H, W, 3) uint8 RGB overlay and a caption."""
+
+    image_id: str
+    overlay: np.ndarray
+    caption: str
+
+
+@dataclass
+class EvalRun:
+    """Everything a report shows about one model on one split.
+
+    Attributes:
+        label: the model's short name in tables and folder names.
+        metrics: `Metrics.compute()`.
+        curves: `Metrics.curves()`, or None without probability maps.
+        per_image: `Metrics.per_image()`.
+        facts: run facts (weights sha256, split ids and their sha256, threshold, versions, ...).
+        gallery: the worst images, worst first.
+    """
+
+    label: str
+    metrics: dict[str, Any]
+    curves: dict[str, Any] | None = None
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    gallery: list[GalleryItem] = field(default_factory=list)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN / inf become null (strict JSON has no NaN), numpy scalars plain."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(data: dict[str, Any]) -> bytes:
+    """Strict JSON (no NaN), indented, UTF-8."""
+    return (json.dumps(_clean(data), indent=2, allow_nan=False) + "\n").encode()
+
+
+def _fmt(value: Any, scale: float) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.4f}"
+
+
+def metrics_table(runs: Sequence[EvalRun]) -> pd.DataFrame:
+    """One row per run with the headline metrics, scaled as printed (%, x1e-6)."""
+    rows = []
+    for run in runs:
+        m = run.metrics
+        row: dict[str, Any] = {"model": run.label}
+        for key, header, scale in COLUMNS:
+            v = m.get(key)
+            digits = 4 if scale == 1.0 else 2  # areas keep 4 decimals, % and x1e-6 two
+            row[header] = None if v is None or not math.isfinite(v) else round(v * scale, digits)
+        row.update(images=m["n_images"], targets=m["n_targets"], detected=m["n_matched"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    body = [
+        "| " + " | ".join("n/a" if v is None or v != v else str(v) for v in row) + " |"
+        for row in df.itertuples(index=False)
+    ]
+    return "\n".join([head, sep, *body])
+
+
+def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
+    """Create the report folder; refuse a non-empty one unless `overwrite`.
+
+    Raises:
+        DataError: `out` is a file, or a non-empty folder and `overwrite` is false.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(
+            f"{out}: report folder is not empty; choose another --out or pass --overwrite"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _png_rgb(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError("PNG encoding of an overlay failed")
+    return buf.tobytes()
+
+
+def _facts_md(facts: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, value in facts.items():
+        if key == "ids":
+            value = f"{len(value)} ids (listed in metrics.json)"
+        elif key == "versions":
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        lines.append(f"- **{key}**: {value}")
+    return lines
+
+
+def _markdown(run: EvalRun, gallery_files: list[str]) -> str:
+    m = run.metrics
+    f = run.facts
+    lines = [
+        f"# istd evaluation: {run.label}",
+        "",
+        f"{f.get('dataset', '?')}, split `{f.get('split', '?')}` ({m['n_images']} images, "
+        f"{m['n_targets']} targets).",
+        "",
+        _md_table(metrics_table([run])),
+        "",
+        DEFINITIONS.format(distance=m["distance"], threshold=m["threshold"]),
+        "",
+        f"Pixel precision {_fmt(m['precision'], 100)} %, recall {_fmt(m['recall'], 100)} %; "
+        f"target precision {_fmt(m['target_precision'], 100)} %, recall "
+        f"{_fmt(m['target_recall'], 100)} %. Images with empty prediction and ground truth: "
+        f"{m['n_empty']}. False-alarm pixels: {m['fa_pixels']} of {m['n_pixels']}.",
+        "",
+    ]
+    if run.curves is not None:
+        lines += ["## Curves", "", "![Pd-Fa](pd_fa.png)", "", "![ROC](roc.png)", ""]
+    else:
+        lines += ["No threshold sweeps: the predictions were masks, not probabilities.", ""]
+    if gallery_files:
+        lines += ["## Worst images", "", "Green: ground truth; red: prediction; yellow: both.", ""]
+        lines += [
+            f"![{item.caption}]({name})  \n{item.caption}\n"
+            for item, name in zip(run.gallery, gallery_files, strict=True)
+        ]
+    lines += ["## Run facts", "", *_facts_md(f), ""]
+    return "\n".join(lines)
+
+
+def _img_tag(png: bytes, alt: str, width: int | None = None) -> str:
+    size = f' width="{width}"' if width else ""
+    data = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{size}>'
+
+
+def _html(run: EvalRun, figures: dict[str, bytes], gallery_png: list[bytes]) -> str:
+    m, f = run.metrics, run.facts
+    table = metrics_table([run]).to_html(index=False, na_rep="n/a", border=0)
+    facts = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in _clean(f).items()
+        if k != "ids"
+    )
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>istd evaluation: {html.escape(run.label)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+        "figure{display:inline-block;margin:6px}img.g{image-rendering:pixelated}</style>",
+        "</head><body>",
+        f"<h1>istd evaluation: {html.escape(run.label)}</h1>",
+        f"<p>{html.escape(str(f.get('dataset', '?')))}, split <code>{html.escape(str(f.get('split', '?')))}</code> "
+        f"({m['n_images']} images, {m['n_targets']} targets).</p>",
+        table,
+        f"<p>{html.escape(DEFINITIONS.format(distance=m['distance'], threshold=m['threshold']))}</p>",
+    ]
+    for name in ("pd_fa.png", "roc.png"):
+        if name in figures:
+            parts.append(_img_tag(figures[name], name))
+    if gallery_png:
+        parts.append(
+            "<h2>Worst images</h2><p>Green: ground truth; red: prediction; yellow: both.</p>"
+        )
+        for item, png in zip(run.gallery, gallery_png, strict=True):
+            w = 2 * item.overlay.shape[1]  # small targets: show at twice the native size
+            tag = _img_tag(png, item.caption, w).replace("<img ", '<img class="g" ')
+            parts.append(
+                f"<figure>{tag}<figcaption>{html.escape(item.caption)}</figcaption></figure>"
+            )
+    parts += [f"<h2>Run facts</h2><table>{facts}</table>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_report(out_dir: str | Path, run: EvalRun, overwrite: bool = False) -> list[Path]:
+    """Write one run's report files into `out_dir` and return their paths.
+
+    Files: metrics.json (the `compute()` keys, plus `facts` and `curves`), per_image.csv,
+    pd_fa.png and roc.png (when curves exist), gallery/NN_<id>.png, report.md, report.html.
+    """
+    out = Path(out_dir)
+
+    def put(name: str, data: bytes) -> Path:
+        return write_bytes_atomic(out / name, data, overwrite=overwrite)
+
+    files = [
+        put("metrics.json", to_json({**run.metrics, "facts": run.facts, "curves": run.curves}))
+    ]
+    csv = io.StringIO()
+    columns = ["image", "height", "width", "targets", "detected", "objects",
+               "false_alarm_objects", "false_alarm_pixels", "iou"]  # fmt: skip
+    pd.DataFrame(run.per_image, columns=columns).to_csv(csv, index=False)
+    files.append(put("per_image.csv", csv.getvalue().encode()))
+    figures: dict[str, bytes] = {}
+    if run.curves is not None:
+        figures["pd_fa.png"] = pd_fa_png({run.label: run.curves})
+        figures["roc.png"] = roc_png({run.label: run.curves}, {run.label: run.metrics["roc_auc"]})
+        files += [put(name, data) for name, data in figures.items()]
+    gallery_png = [_png_rgb(item.overlay) for item in run.gallery]
+    gallery_files = []
+    for k, (item, png) in enumerate(zip(run.gallery, gallery_png, strict=True)):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.image_id)
+        gallery_files.append(f"gallery/{k:02d}_{safe}.png")
+        files.append(put(gallery_files[-1], png))
+    files.append(put("report.md", _markdown(run, gallery_files).encode()))
+    files.append(put("report.html", _html(run, figures, gallery_png).encode()))
+    return files
+
+
+def write_comparison(
+    out_dir: str | Path, runs: Sequence[EvalRun], overwrite: bool = False
+) -> list[Path]:
+    """Write comparison.md, comparison.csv and pd_fa_compare.png for runs on one split."""
+    out = Path(out_dir)
+    df = metrics_table(runs)
+    files = [
+        write_bytes_atomic(
+            out / "comparison.csv", df.to_csv(index=False).encode(), overwrite=overwrite
+        )
+    ]
+    first = runs[0]
+    m = first.metrics
+    facts = first.facts
+    md = [
+        "# istd comparison",
+        "",
+        f"{facts.get('dataset', '?')}, split `{facts.get('split', '?')}` ({m['n_images']} images, "
+        f"{m['n_targets']} targets, ids sha256 `{facts.get('ids_sha256', '?')}`).",
+        "",
+        _md_table(df),
+        "",
+        DEFINITIONS.format(distance=m["distance"], threshold=m["threshold"]),
+        "",
+        "Per-model reports: " + ", ".join(f"[{r.label}]({r.label}/report.md)" for r in runs),
+        "",
+    ]
+    with_curves = {r.label: r.curves for r in runs if r.curves is not None}
+    if with_curves:
+        files.append(
+            write_bytes_atomic(
+                out / "pd_fa_compare.png", pd_fa_png(with_curves), overwrite=overwrite
+            )
+        )
+        md += ["![Pd-Fa](pd_fa_compare.png)", ""]
+    files.append(
+        write_bytes_atomic(out / "comparison.md", "\n".join(md).encode(), overwrite=overwrite)
+    )
+    return files
