@@ -113,3 +113,19 @@ def cleanup() -> None:
     """Leave the process group if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a `--device` value.
+
+    Raises:
+        BackendError: unknown name, or CUDA asked for where there is none.
+    """
+    if device not in ("cpu", "cuda"):
+        raise BackendError(f"unknown device {device!r}; use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda asked for, but torch sees no CUDA device here")
+    if device == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; must be set before it starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return torch.device(device)

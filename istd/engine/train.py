@@ -14,9 +14,9 @@ states are stored in the checkpoint as well and restored on resume.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -34,6 +34,7 @@ from istd.data import (
     IRSTDDataset,
     apply_transform,
     compute_norm_stats,
+    load_pair,
     open_dataset,
     train_transform,
 )
@@ -50,7 +51,7 @@ from istd.engine.checkpoint import (
     write_best,
     write_log,
 )
-from istd.engine.config import OptimConfig, ScheduleConfig, TrainConfig
+from istd.engine.config import OptimConfig, ScheduleConfig, TrainConfig, apply_override, load_config
 from istd.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -59,9 +60,11 @@ from istd.engine.distributed import (
     cleanup,
     init_distributed,
     is_dist,
+    resolve_device,
 )
+from istd.engine.evaluate import evaluate
 from istd.engine.losses import build_loss
-from istd.errors import BackendError, ConfigError, DataError
+from istd.errors import ConfigError, DataError
 from istd.metrics import Metrics
 from istd.models import build_model, from_pretrained
 
@@ -103,16 +106,20 @@ class EpochSeededDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], transform: Any, seed: int) -> None:
-        self.base = IRSTDDataset(samples, transform=None, cache=True)
+        self.samples = samples
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        # Decoded images, kept per process: the train splits are a few hundred small frames.
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.base._load(index)  # (H, W) float32, (H, W) uint8
+        if index not in self._cache:
+            self._cache[index] = load_pair(self.samples[index])
+        image, mask = self._cache[index]  # (H, W) float32, (H, W) uint8
         sub = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
         self.transform.set_random_seed(int(sub))
         image, mask = apply_transform(self.transform, image, mask)  # (S, S) each
@@ -130,7 +137,11 @@ def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     Raises:
         DataError: missing dataset, unknown split, or overlapping train and validation ids.
     """
-    index = open_dataset(cfg.data.root, layout=cfg.data.layout)
+    root = Path(cfg.data.root).expanduser()
+    checkout = Path(__file__).resolve().parents[2] / root
+    if not root.is_absolute() and not root.exists() and checkout.exists():
+        root = checkout  # shipped configs name ../shared/datasets relative to the checkout
+    index = open_dataset(root, layout=cfg.data.layout)
     train = index.samples(cfg.data.train_split)
     if cfg.data.val_split is not None:
         val = index.samples(cfg.data.val_split)
@@ -329,9 +340,10 @@ class FitResult:
 
 
 def fit(
-    config: TrainConfig | None,
+    config: TrainConfig | str | Path | None,
     work_dir: str | Path,
     *,
+    overrides: list[str] | None = None,
     resume: bool = False,
     load_from: str | Path | None = None,
     amp: bool = False,
@@ -341,7 +353,9 @@ def fit(
     """Train `config` in `work_dir`: resolved config, log.csv, last.ckpt and best/.
 
     Args:
-        config: the run's config; None with `resume` reuses the work dir's config.yaml.
+        config: the run's config, a shipped config name or a YAML path; None with `resume`
+            reuses the work dir's config.yaml.
+        overrides: `key=value` strings applied to `config` (see `load_config`).
         work_dir: the run folder; a new run refuses a folder that already holds a run.
         resume: continue from `work_dir/last.ckpt` (a fresh start when none was written yet).
         load_from: a weights folder (`save_pretrained` layout) to initialise the network from.
@@ -357,8 +371,17 @@ def fit(
         DataError, WeightsError, BackendError: bad dataset, weights or device.
 
     Example:
-        >>> fit(load_config("mim-istd_nuaa-sirst", ["data.limit=8"]), "runs/smoke")  # doctest: +SKIP
+        >>> cfg = load_config("mim-istd_nuaa-sirst", ["data.limit=8"])
+        >>> fit(cfg, "runs/smoke")  # doctest: +SKIP
     """
+    if isinstance(config, (str, Path)):
+        config = load_config(config, overrides)
+    elif overrides:
+        if config is None:
+            raise ConfigError("--set needs CONFIG (the saved config of a resumed run is fixed)")
+        config = copy.deepcopy(config)
+        for item in overrides:
+            apply_override(config, item)
     dev = resolve_device(device)
     info = init_distributed(dev)
     if dev.type == "cuda" and info.enabled:
@@ -368,22 +391,6 @@ def fit(
         return _run(cfg, Path(work_dir), resume, load_from, amp, dev, info, reporter or Reporter())
     finally:
         cleanup()
-
-
-def resolve_device(device: str) -> torch.device:
-    """The torch device for a `--device` value.
-
-    Raises:
-        BackendError: unknown name, or CUDA asked for where there is none.
-    """
-    if device not in ("cpu", "cuda"):
-        raise BackendError(f"unknown device {device!r}; use cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BackendError("--device cuda asked for, but torch sees no CUDA device here")
-    if device == "cuda":
-        # cuBLAS is deterministic only with a fixed workspace; must be set before it starts.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return torch.device(device)
 
 
 def _build_network(cfg: TrainConfig, mean: float, std: float) -> nn.Module:
@@ -478,7 +485,8 @@ def _run(
                 state.best_value, state.best_epoch = value, epoch + 1
                 extra = {
                     "dataset": f"{dataset_name} ({cfg.data.train_split} split)",
-                    "metrics": metrics, "split": f"validation: {cfg.data.val_split or 'held out of train'}",
+                    "metrics": metrics,
+                    "split": f"validation: {cfg.data.val_split or 'held out of train'}",
                     "split_sha256": splits, "epoch": epoch + 1, "train_config": cfg.to_dict(),
                 }  # fmt: skip
                 write_best(work_dir / "best", model, extra)
@@ -506,11 +514,8 @@ def validate(
     model: nn.Module, loader: DataLoader, threshold: float, device: torch.device
 ) -> dict[str, float]:
     """Scalar validation metrics of `model` on `loader` (IoU, nIoU, Pd, Fa, ...)."""
-    from istd.engine.evaluate import evaluate
-
     metrics = Metrics(threshold=threshold, keep_per_image=False)
-    result = evaluate(model, loader, metrics, device)
-    values = result if isinstance(result, dict) else metrics.compute()
+    values = evaluate(model, loader, metrics, device)
     return {
         k: float(v)
         for k, v in values.items()
