@@ -1,7 +1,165 @@
-"""CLI commands (placeholder until the owning issue lands)."""
+"""`istd predict` and `istd eval-video`: thin layers over `istd.engine.predict_run` and `video_eval`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from istd.cli._options import cli_errors, console, err_console
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[frames]} frames"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+@cli_errors
+def predict(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders, videos (mp4, avi, mkv), frame folders with --sequence, "
+            "or - to read paths from stdin.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created).", file_okay=False)],
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Weights folder or name under weights/ (default: the default weights)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Probability above which a pixel is target.")
+    ] = 0.5,
+    save_prob: Annotated[
+        bool, typer.Option("--save-prob", help="Also write <stem>_prob.png (16-bit).")
+    ] = False,
+    overlay: Annotated[
+        bool,
+        typer.Option(
+            "--overlay", help="Write targets outlined on the frame (<stem>_overlay.png / .mp4)."
+        ),
+    ] = False,
+    track: Annotated[
+        bool, typer.Option("--track", help="Track targets across video frames (fills track_id).")
+    ] = False,
+    tile: Annotated[
+        int, typer.Option(help="Frames larger than this are predicted in blended tiles.")
+    ] = 1024,
+    batch: Annotated[int, typer.Option("--batch", help="Frames per forward pass.")] = 8,
+    device: Annotated[str, typer.Option(help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    shard: Annotated[
+        str, typer.Option(help="Process the K-th of N slices of the inputs, as K/N.")
+    ] = "1/1",
+    recursive: Annotated[
+        bool, typer.Option("--recursive", help="Search folders recursively.")
+    ] = False,
+    glob: Annotated[
+        str, typer.Option(help="File-name pattern inside folders, e.g. '*.png'.")
+    ] = "*",
+    sequence: Annotated[
+        bool,
+        typer.Option("--sequence", help="Read each folder as one frame sequence, like a video."),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Skip inputs whose outputs are complete; redo the rest."),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace existing outputs in --out (inputs are never touched)."
+        ),
+    ] = False,
+) -> None:
+    """Segment infrared images and videos: masks, detections.csv, overlays and summary.json."""
+    from istd.engine.predict_run import PredictOptions, predict_paths
+
+    options = PredictOptions(
+        save_prob=save_prob, overlay=overlay, track=track, resume=resume, overwrite=overwrite
+    )
+    with _progress() as progress:
+        task = progress.add_task("predict", total=None, frames=0)
+        frames = 0
+
+        started = 0
+
+        def on_start(items: list) -> None:
+            progress.update(task, total=len(items))
+
+        def on_input(item: object) -> None:
+            # The bar counts inputs started; the last one is completed when the run returns.
+            nonlocal started
+            progress.update(
+                task, completed=started, description=Path(str(getattr(item, "path", ""))).name[:40]
+            )
+            started += 1
+
+        def on_frames(count: int) -> None:
+            nonlocal frames
+            frames += count
+            progress.update(task, frames=frames)
+
+        def on_failure(item: object, message: str) -> None:
+            progress.console.print(
+                f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True
+            )
+
+        summary = predict_paths(
+            inputs,
+            out,
+            weights=weights,
+            model=model,
+            device=device,
+            threshold=threshold,
+            tile=tile,
+            batch_size=batch,
+            options=options,
+            recursive=recursive,
+            glob=glob,
+            sequence=sequence,
+            shard=shard,
+            stdin=sys.stdin,
+            on_start=on_start,
+            on_input=on_input,
+            on_frames=on_frames,
+            on_failure=on_failure,
+        )
+        progress.update(task, completed=summary.inputs, description="predict")
+    table = Table(title=f"istd predict -> {out}", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("weights", summary.weights)
+    table.add_row("inputs", f"{summary.inputs:,} (shard {summary.shard})")
+    table.add_row("processed", f"{summary.processed:,}")
+    if summary.skipped:
+        table.add_row("skipped (complete, --resume)", f"{summary.skipped:,}")
+    table.add_row("failed", f"[red]{len(summary.failures):,}[/]" if summary.failures else "0")
+    table.add_row(
+        "frames",
+        f"{summary.frames:,} in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} fps)",
+    )
+    console.print(table)
+    if summary.failures:
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `predict` and `eval-video` to the root app."""
+    app.command("predict")(predict)

@@ -208,6 +208,10 @@ class AtomicVideoWriter:
         self._writer.release()
         with open(self._tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        # mkstemp made the file private; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:

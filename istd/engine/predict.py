@@ -149,7 +149,7 @@ class Predictor:
 
             source = model if model is not None else weights
             source = DEFAULT_WEIGHTS if source is None else source
-            self.model = from_pretrained(source)
+            self.model = from_pretrained(source, device=self.device)
             self.weights_id = Path(str(source)).name if weights is not None else str(source)
         self.model = self.model.to(self.device).eval()
         config = getattr(self.model, "config", None)

@@ -1,0 +1,171 @@
+"""`run_predict` / `predict_paths`: inputs of every kind, outputs, failures, resume and shards."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from istd.data.io import read_mask
+from istd.data.video import AtomicVideoWriter, iter_video_frames
+from istd.engine.predict import Predictor
+from istd.engine.predict_inputs import assign_keys, expand_inputs, parse_shard, select_shard
+from istd.engine.predict_run import CSV_COLUMNS, PredictOptions, run_predict
+from istd.errors import ConfigError, DataError
+
+
+class BrightSpot(nn.Module):
+    """Pixels brighter than 0.5 are targets."""
+
+    model_name = "bright-spot"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 40 * (x[:, :1] - 0.5)
+
+
+def _image(h: int, w: int, spots: list[tuple[int, int]]) -> np.ndarray:
+    im = np.full((h, w), 30, np.uint8)
+    for y, x in spots:
+        im[y : y + 2, x : x + 2] = 220
+    return im
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    cv2.imwrite(str(root / "a" / "frame.png"), _image(40, 60, [(5, 5), (20, 40)]))
+    cv2.imwrite(str(root / "b" / "frame.png"), _image(40, 60, [(10, 10)]))  # same stem
+    big = _image(90, 130, [(80, 120)]).astype(np.uint16) * 257  # 16-bit
+    cv2.imwrite(str(root / "b" / "big16.png"), big)
+    cv2.imwrite(str(root / "tiny.png"), np.full((1, 1), 255, np.uint8))
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.png").write_text("not an image")
+    return root
+
+
+def _run(items, out: Path, **opts) -> dict:
+    predictor = Predictor(model=BrightSpot(), tile=64, overlap=8, batch_size=2)
+    summary = run_predict(assign_keys(items), predictor, out, PredictOptions(**opts))
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["processed"] == summary.processed
+    return on_disk
+
+
+def test_folder_run_outputs_and_failures(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = expand_inputs([inputs], recursive=True)
+    assert len(items) == 6
+    summary = _run(items, out, save_prob=True, overlay=True)
+    assert (
+        summary["processed"] == 4 and summary["frames"] == 4 and summary["weights"] == "bright-spot"
+    )
+    assert sorted(f["path"].rsplit("/", 1)[1] for f in summary["failures"]) == [
+        "empty.png",
+        "text.png",
+    ]
+    masks = sorted(p.name for p in out.glob("*_mask.png"))
+    assert len(masks) == 4 and "tiny_mask.png" in masks and "big16_mask.png" in masks
+    # The two frame.png files get distinct keys (stem + path hash): nothing overwritten.
+    assert sum(m.startswith("frame-") for m in masks) == 2
+    assert read_mask(out / "big16_mask.png").shape == (90, 130)  # tiled (tile 64), own size
+    assert read_mask(out / "big16_mask.png")[80:82, 120:122].all()
+    prob = cv2.imread(str(out / "big16_prob.png"), cv2.IMREAD_UNCHANGED)
+    assert prob.dtype == np.uint16 and prob.max() > 60000
+    assert cv2.imread(str(out / "tiny_overlay.png")).shape == (1, 1, 3)
+    table = pd.read_csv(out / "detections.csv")
+    assert list(table.columns) == CSV_COLUMNS
+    assert len(table) == 2 + 1 + 1 + 1 and set(table["frame"]) == {0}
+    row = table[table["source"].str.endswith("big16.png")].iloc[0]
+    assert (row.x, row.y, row.w, row.h, row.area) == (120, 80, 2, 2, 4)
+    assert row.cx == pytest.approx(120.5) and row.score > 0.99
+
+
+def test_second_run_refused_then_resumed(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = expand_inputs([inputs], recursive=True)
+    _run(items, out)
+    with pytest.raises(DataError, match="--resume"):
+        _run(expand_inputs([inputs], recursive=True), out)
+    (out / "tiny_mask.png").unlink()  # as if the run had been killed before this image
+    before = (out / "big16_mask.png").stat().st_mtime_ns
+    summary = _run(expand_inputs([inputs], recursive=True), out, resume=True)
+    assert summary["processed"] == 1 and summary["skipped"] == 3
+    assert (out / "tiny_mask.png").exists()
+    assert (out / "big16_mask.png").stat().st_mtime_ns == before
+    assert len(pd.read_csv(out / "detections.csv")) == 5  # skipped images still listed
+
+
+def test_outputs_never_replace_inputs(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "x.png"), _image(8, 8, [(1, 1)]))
+    cv2.imwrite(str(tmp_path / "x_mask.png"), np.zeros((8, 8), np.uint8))  # a user's file
+    original = (tmp_path / "x_mask.png").read_bytes()
+    summary = _run(expand_inputs([tmp_path / "x.png", tmp_path / "x_mask.png"]), tmp_path)
+    assert any("overwrite an input" in f["error"] for f in summary["failures"])
+    assert (tmp_path / "x_mask.png").read_bytes() == original
+
+
+def _clip(path: Path, frames: int = 15) -> None:
+    with AtomicVideoWriter(path, 15.0, (64, 48)) as writer:
+        for t in range(frames):
+            frame = np.full((48, 64), 20, np.uint8)
+            cv2.rectangle(frame, (5 + 2 * t, 10), (7 + 2 * t, 12), 255, -1)
+            writer.write(frame)
+
+
+def test_video_with_tracking_and_overlay(tmp_path: Path) -> None:
+    _clip(tmp_path / "clip.mp4")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    out = tmp_path / "out"
+    summary = _run(expand_inputs([tmp_path]), out, overlay=True, track=True)
+    assert summary["processed"] == 1 and summary["frames"] == 15
+    assert [f["path"].rsplit("/", 1)[1] for f in summary["failures"]] == ["broken.mp4"]
+    table = pd.read_csv(out / "clip_detections.csv")
+    assert list(table.columns) == [*CSV_COLUMNS, "track_id"]
+    assert sorted(table["frame"].unique()) == list(range(15))
+    # One target: tentative for two frames, then track 0 to the end.
+    assert list(table["track_id"]) == [-1, -1] + [0] * 13
+    assert np.diff(table["cx"]).mean() == pytest.approx(2.0, abs=0.2)
+    assert len(list(iter_video_frames(out / "clip_overlay.mp4"))) == 15
+    assert len(pd.read_csv(out / "detections.csv")) == 0  # no images in this run
+
+
+def test_frame_folder_as_sequence(tmp_path: Path) -> None:
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for t in range(4):
+        cv2.imwrite(str(seq / f"{t}.png"), _image(20, 30, [(5, 3 + 3 * t)]))
+    out = tmp_path / "out"
+    _run(expand_inputs([seq], sequence=True), out, track=True)
+    table = pd.read_csv(out / "seq_detections.csv")
+    assert list(table["frame"]) == [0, 1, 2, 3] and list(table["x"]) == [3, 6, 9, 12]
+
+
+def test_stdin_and_shards(inputs: Path) -> None:
+    listing = io.StringIO(
+        f"{inputs / 'tiny.png'}\n\n{inputs / 'a'}\n{inputs / 'b' / 'big16.png'}\n"
+    )
+    items = assign_keys(expand_inputs(["-"], stdin=listing))
+    assert [i.path.name for i in items] == ["tiny.png", "frame.png", "big16.png"]
+    shards = [select_shard(items, (k, 2)) for k in (1, 2)]
+    assert [len(s) for s in shards] == [2, 1]
+    assert {i.key for s in shards for i in s} == {i.key for i in items}
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("0/2", "3/2", "x", "1/2/3"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+    with pytest.raises(DataError, match="stdin"):
+        expand_inputs(["-"])
+
+
+def test_missing_input_reported(tmp_path: Path) -> None:
+    summary = _run(expand_inputs([tmp_path / "nope.png"]), tmp_path / "out")
+    assert summary["failures"][0]["error"].endswith("no such file or folder")
