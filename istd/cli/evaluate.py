@@ -1,7 +1,207 @@
-"""CLI commands (placeholder until the owning issue lands)."""
+"""`istd eval` and `istd score`: thin layers over `istd.engine.evaluate` and `istd.metrics.score`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from istd.cli._options import cli_errors, console, err_console
+
+
+class Matching(str, Enum):
+    """Target matching rule."""
+
+    first = "first"
+    optimal = "optimal"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+def _fmt(value: Any, scale: float = 100.0) -> str:
+    if value is None or value != value:  # NaN: undefined (e.g. Pd without targets)
+        return "n/a"
+    return f"{value * scale:.2f}"
+
+
+def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> Table:
+    table = Table(title=title)
+    for header in ("model", "IoU %", "nIoU %", "Pd %", "Fa x1e-6", "F1 %", "images", "targets"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for name, m in rows:
+        table.add_row(
+            name,
+            _fmt(m["iou"]),
+            _fmt(m["niou"]),
+            _fmt(m["pd"]),
+            _fmt(m["fa"], 1e6),
+            _fmt(m["f1"]),
+            str(m["n_images"]),
+            str(m["n_targets"]),
+        )
+    return table
+
+
+@cli_errors
+def eval_command(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Dataset folder (SIRST, BasicIRSTD, DNANet, ISNet or images/ + masks/).",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Report folder (must be absent or empty unless --overwrite).",
+            file_okay=False,
+        ),
+    ],
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Weights folder or name under weights/ (default: the default weights)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."),
+    ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated weights folders or model names to compare on the same split."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split name (default: the layout's test split).")
+    ] = None,
+    layout: Annotated[str, typer.Option(help="Dataset layout, or auto to detect it.")] = "auto",
+    threshold: Annotated[
+        float, typer.Option(help="Probability above which a pixel is target.")
+    ] = 0.5,
+    matching: Annotated[
+        Matching, typer.Option(help="Target matching: first (BasicIRSTD) or optimal.")
+    ] = Matching.first,
+    limit: Annotated[
+        int | None, typer.Option(help="Evaluate only the first N images of the split.")
+    ] = None,
+    gallery: Annotated[int, typer.Option(help="Number of worst images drawn in the report.")] = 8,
+    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")] = "cpu",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the files of an existing report.")
+    ] = False,
+) -> None:
+    """Evaluate a model on a dataset split and write a report (md, html, json, csv, plots)."""
+    from istd.engine.evaluate import run_evaluation
+    from istd.models import DEFAULT_WEIGHTS
+
+    sources = [s for s in (weights, model) if s]
+    if compare:
+        sources += [s.strip() for s in compare.split(",") if s.strip()]
+    if not sources:
+        sources = [DEFAULT_WEIGHTS]
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        summary = run_evaluation(
+            sources,
+            data,
+            out,
+            split=split,
+            layout=layout,
+            threshold=threshold,
+            matching=matching.value,
+            device=device,
+            limit=limit,
+            gallery=gallery,
+            overwrite=overwrite,
+            progress=on_progress,
+        )
+    facts = summary.runs[0].facts
+    console.print(
+        _metrics_table(
+            f"{facts['dataset']} / {facts['split']} (threshold {threshold:g})",
+            [(r.label, r.metrics) for r in summary.runs],
+        )
+    )
+    main = "comparison.md" if len(summary.runs) > 1 else "report.md"
+    console.print(f"report: [bold]{summary.out_dir / main}[/] ({len(summary.files)} files)")
+
+
+@cli_errors
+def score_command(
+    pred_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of saved predictions (masks or probability maps).",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    gt_dir: Annotated[
+        Path, typer.Argument(help="Folder of ground-truth masks.", exists=True, file_okay=False)
+    ],
+    threshold: Annotated[
+        float, typer.Option(help="Probability above which a pixel is target (maps only).")
+    ] = 0.5,
+    matching: Annotated[
+        Matching, typer.Option(help="Target matching: first (BasicIRSTD) or optimal.")
+    ] = Matching.first,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the metrics to this JSON file.", dir_okay=False),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --json file.")
+    ] = False,
+) -> None:
+    """Score saved predictions against ground-truth masks, pairing files by stem."""
+    from istd.data.io import write_bytes_atomic
+    from istd.metrics.report import to_json
+    from istd.metrics.score import score_folders
+
+    with _progress() as progress:
+        task = progress.add_task("score", total=None)
+        result = score_folders(
+            pred_dir,
+            gt_dir,
+            threshold=threshold,
+            matching=matching.value,
+            on_step=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(_metrics_table(f"{pred_dir} vs {gt_dir}", [(pred_dir.name, result.metrics)]))
+    if result.unpaired:
+        names = ", ".join(p.name for p in result.unpaired[:5])
+        more = f" and {len(result.unpaired) - 5} more" if len(result.unpaired) > 5 else ""
+        err_console.print(
+            f"[yellow]{len(result.unpaired)} predictions without ground truth ignored: {names}{more}"
+        )
+    if json_file is not None:
+        write_bytes_atomic(json_file, to_json(result.metrics), overwrite=overwrite)
+        console.print(f"metrics: [bold]{json_file}[/]")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `istd eval` and `istd score` to the root app."""
+    app.command("eval")(eval_command)
+    app.command("score")(score_command)

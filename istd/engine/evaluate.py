@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from istd.errors import DataError
+from istd.errors import BackendError, DataError
 from istd.metrics import Metrics
 from istd.metrics.report import EvalRun, GalleryItem, overlay, prepare_out_dir, write_comparison
 from istd.metrics.report import write_report as write_run_report
@@ -187,6 +187,18 @@ def _model_facts(source: str, model: nn.Module) -> dict[str, Any]:
     return facts
 
 
+def _resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BackendError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise BackendError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"--device {device} asked for, but torch sees no CUDA device here")
+    return dev
+
+
 def _label(source: str, used: set[str]) -> str:
     base = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source).name) or "model"
     label, n = base, 2
@@ -246,12 +258,12 @@ def run_evaluation(
     from torch.utils.data import DataLoader
 
     from istd.data import IRSTDDataset, open_dataset
-    from istd.engine.train import ids_sha256, resolve_device
+    from istd.engine.train import ids_sha256
     from istd.models import from_pretrained
 
     if not sources:
         raise DataError("no model to evaluate: pass --weights, --model or --compare")
-    dev = resolve_device(device)
+    dev = _resolve_device(device)
     index = open_dataset(data, layout=layout)
     split = split or index.test_split
     samples = index.samples(split, limit=limit)
