@@ -143,16 +143,18 @@ def compute_norm_stats(
     """
     if isinstance(source, DatasetIndex):
         split = split or source.train_split
-        samples = source.samples(split)
     elif isinstance(source, IRSTDDataset):
         split = split or source.split
-        samples = source.samples
-    else:
-        samples = list(source)
     if split is not None and _looks_held_out(split):
         raise ConfigError(
             f"normalisation statistics must come from the training split, not {split!r}"
         )
+    if isinstance(source, DatasetIndex):
+        samples = source.samples(split)
+    elif isinstance(source, IRSTDDataset):
+        samples = source.samples
+    else:
+        samples = list(source)
     if not samples:
         raise DataError("cannot compute normalisation statistics of an empty split")
     total = total_sq = 0.0

@@ -101,8 +101,11 @@ def _validate_with_pillow(data: bytes, path: Path) -> str | None:
                 # verify() walks every chunk and its CRC up to IEND without inflating pixels.
                 im.verify()
             elif is_jpeg:
-                # JPEG has no checksums: only a full decode shows a missing tail.
+                # JPEG has no checksums: only a full decode shows a missing tail, and a file cut
+                # right before its end-of-image marker decodes completely, so look for that too.
                 im.load()
+                if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+                    raise OSError("no end-of-image marker after the last scan")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if is_png or is_jpeg:
             kind = "PNG" if is_png else "JPEG"
