@@ -160,6 +160,124 @@ def predict(
         raise typer.Exit(code=1)
 
 
+@cli_errors
+def eval_video(
+    videos: Annotated[
+        list[Path],
+        typer.Argument(help="Video files, or folders of videos.", exists=True, show_default=False),
+    ],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels",
+            help="Per-frame boxes frame,x,y,w,h (MATLAB 1-based): a CSV for one video, "
+            "or a folder of <video stem>.csv.",
+            exists=True,
+        ),
+    ],
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON.", dir_okay=False)
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the table as Markdown.", dir_okay=False)
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Weights folder or name under weights/ (default: the default weights)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Probability above which a pixel is target.")
+    ] = 0.5,
+    margin: Annotated[float, typer.Option(help="Pixels by which each label box is grown.")] = 2.0,
+    batch: Annotated[int, typer.Option("--batch", help="Frames per forward pass.")] = 8,
+    device: Annotated[str, typer.Option(help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing --json / --markdown files.")
+    ] = False,
+) -> None:
+    """Score videos against per-frame boxes: Pd, false objects per frame, and the same on tracks."""
+    from istd.engine.video_eval import run_video_eval
+
+    with _progress() as progress:
+        task = progress.add_task("eval-video", total=None, frames=0)
+        state = {"started": 0, "frames": 0}
+
+        def on_start(pairs: list) -> None:
+            progress.update(task, total=len(pairs))
+
+        def on_video(video: Path) -> None:
+            progress.update(task, completed=state["started"], description=video.name[:40])
+            state["started"] += 1
+
+        def on_frames(count: int) -> None:
+            state["frames"] += count
+            progress.update(task, frames=state["frames"])
+
+        def on_failure(video: Path, message: str) -> None:
+            progress.console.print(
+                f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True
+            )
+
+        report = run_video_eval(
+            list(videos),
+            labels,
+            weights=weights,
+            model=model,
+            device=device,
+            threshold=threshold,
+            batch_size=batch,
+            margin=margin,
+            json_path=json_path,
+            markdown_path=markdown,
+            overwrite=overwrite,
+            on_start=on_start,
+            on_video=on_video,
+            on_frames=on_frames,
+            on_failure=on_failure,
+        )
+        progress.update(task, completed=state["started"], description="eval-video")
+    table = Table(
+        title=f"istd eval-video ({report.weights}, threshold {report.threshold:g})",
+        title_justify="left",
+    )
+    for name in (
+        "video",
+        "frames",
+        "labelled",
+        "Pd",
+        "false/frame",
+        "track Pd",
+        "track false/frame",
+        "tracks T/F",
+    ):
+        table.add_column(
+            name, justify="left" if name == "video" else "right", no_wrap=name == "video"
+        )
+
+    def fmt(value: float, digits: int = 3) -> str:
+        return "n/a" if value != value else f"{value:.{digits}f}"
+
+    for s in [*report.videos, report.total]:
+        table.add_row(
+            f"[bold]{s.video}[/]" if s is report.total else s.video,
+            str(s.frames),
+            str(s.labelled_frames),
+            fmt(s.pd),
+            fmt(s.false_per_frame, 2),
+            fmt(s.track_pd),
+            fmt(s.track_false_per_frame, 2),
+            f"{s.target_tracks}/{s.false_tracks}",
+        )
+    console.print(table)
+    if report.failures:
+        raise typer.Exit(code=1)
+
+
 def register(app: typer.Typer) -> None:
     """Add `predict` and `eval-video` to the root app."""
     app.command("predict")(predict)
+    app.command("eval-video")(eval_video)
