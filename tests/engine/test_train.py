@@ -1,0 +1,243 @@
+"""`fit` end to end on tiny runs: work-dir contents, refusals, NaN stop, AMP scan dtype."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from istd.engine.checkpoint import load_checkpoint
+from istd.engine.config import load_config
+from istd.engine.train import DivergenceError, build_scheduler, fit, split_samples
+from istd.errors import ConfigError, DataError
+from istd.models import from_pretrained
+
+TINY = [
+    "model.name=mim-istd-test",
+    "augment.crop_size=32",
+    "train.epochs=2",
+    "train.batch_size=2",
+    "train.threads=1",
+]
+
+
+def make_dataset(root: Path, n: int = 8, size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
+    """A DNANet-layout folder: noisy frames, one bright 3 x 3 target each, 50_50/{train,val,test}."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "50_50").mkdir()
+    ids = [f"{i:04d}" for i in range(n)]
+    for name in ids:
+        image = rng.normal(60, 10, size).clip(0, 255).astype(np.uint8)
+        mask = np.zeros(size, np.uint8)
+        y, x = rng.integers(4, size[0] - 4), rng.integers(4, size[1] - 4)
+        image[y - 1 : y + 2, x - 1 : x + 2] = 230
+        mask[y - 1 : y + 2, x - 1 : x + 2] = 255
+        cv2.imwrite(str(root / "images" / f"{name}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"{name}.png"), mask)
+    half = n // 2
+    (root / "50_50" / "train.txt").write_text("\n".join(ids[:half]) + "\n")
+    (root / "50_50" / "val.txt").write_text("\n".join(ids[half : half + 2]) + "\n")
+    (root / "50_50" / "test.txt").write_text("\n".join(ids[half + 2 :]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "synth")
+
+
+def tiny(root: Path, *extra: str) -> list[str]:
+    return [f"data.root={root}", *TINY, *extra]
+
+
+def test_fit_writes_config_log_checkpoint_and_best(synthetic: Path, tmp_path: Path) -> None:
+    work = tmp_path / "run"
+    result = fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic))
+    assert result.epochs == 2 and result.step == 4  # 4 train images, batch 2
+    assert sorted(p.name for p in work.iterdir()) == ["best", "config.yaml", "last.ckpt", "log.csv"]
+    rows = list(csv.DictReader((work / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for col in (
+        "step",
+        "loss",
+        "lr",
+        "val_iou",
+        "val_niou",
+        "val_pd",
+        "val_fa",
+        "images_per_s",
+        "wall_time_s",
+    ):
+        assert rows[-1][col] != "", col
+    record = load_checkpoint(work / "last.ckpt")
+    assert record["epoch"] == 2 and record["step"] == 4
+    assert {"python", "numpy", "torch"} <= set(record["rng"])
+    best = from_pretrained(work / "best")
+    meta = json.loads((work / "best" / "config.json").read_text())
+    extra = meta["extra"]
+    assert extra["epoch"] == result.best_epoch
+    assert set(extra["split_sha256"]) == {"train", "val"}
+    assert "iou" in extra["metrics"]
+    # Normalisation measured on the 4 training images only, saved with the weights.
+    train, _ = split_samples(load_config("mim-istd_nuaa-sirst", tiny(synthetic)))
+    pixels = np.concatenate(
+        [cv2.imread(str(s.image_path), cv2.IMREAD_GRAYSCALE).ravel() / 255.0 for s in train]
+    )
+    assert meta["config"]["norm_mean"][0] == pytest.approx(pixels.mean(), rel=1e-6)
+    assert best.config.norm_std[0] == pytest.approx(pixels.std(), rel=1e-6)
+    # The validation split (not test) was used.
+    assert len(_) == 2 and all(s.id in ("0004", "0005") for s in _)
+
+
+def test_same_seed_same_weights_different_seed_differs(synthetic: Path, tmp_path: Path) -> None:
+    a = fit("mim-istd_nuaa-sirst", tmp_path / "a", overrides=tiny(synthetic, "train.epochs=1"))
+    b = fit("mim-istd_nuaa-sirst", tmp_path / "b", overrides=tiny(synthetic, "train.epochs=1"))
+    c = fit(
+        "mim-istd_nuaa-sirst",
+        tmp_path / "c",
+        overrides=tiny(synthetic, "train.epochs=1", "train.seed=7"),
+    )
+    wa, wb, wc = (load_checkpoint(r.work_dir / "last.ckpt")["model"] for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_refuses_existing_run_and_bad_resume(synthetic: Path, tmp_path: Path) -> None:
+    work = tmp_path / "run"
+    fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "train.epochs=1"))
+    before = (work / "last.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "train.epochs=1"))
+    with pytest.raises(ConfigError, match="optim.lr"):
+        fit(
+            "mim-istd_nuaa-sirst",
+            work,
+            overrides=tiny(synthetic, "train.epochs=1", "optim.lr=0.1"),
+            resume=True,
+        )
+    assert (work / "last.ckpt").read_bytes() == before
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        fit(None, tmp_path / "empty", resume=True)
+
+
+def test_resume_before_first_checkpoint_starts_fresh(synthetic: Path, tmp_path: Path) -> None:
+    full = fit(
+        "mim-istd_nuaa-sirst", tmp_path / "full", overrides=tiny(synthetic, "train.epochs=3")
+    )
+    # A run killed before its first last.ckpt leaves config.yaml at most: --resume starts over.
+    part = tmp_path / "part"
+    fit("mim-istd_nuaa-sirst", part, overrides=tiny(synthetic, "train.epochs=3"), resume=True)
+    assert load_checkpoint(part / "last.ckpt")["epoch"] == 3
+    wa = load_checkpoint(full.work_dir / "last.ckpt")["model"]
+    wb = load_checkpoint(part / "last.ckpt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import istd.engine.train as train_mod
+
+    real = train_mod.build_loss
+    calls = {"n": 0}
+
+    def poisoned(cfg):  # type: ignore[no-untyped-def]
+        loss_fn = real(cfg)
+
+        def fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            loss = loss_fn(logits, target)
+            return loss * float("nan") if calls["n"] == 3 else loss  # first step of epoch 2
+
+        return fn
+
+    monkeypatch.setattr(train_mod, "build_loss", poisoned)
+    work = tmp_path / "run"
+    with pytest.raises(DivergenceError, match=r"epoch 2 step 1: loss is nan"):
+        fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "train.epochs=3"))
+    record = load_checkpoint(work / "last.ckpt")
+    assert record["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in record["model"].values() if v.is_floating_point())
+    assert len(list(csv.DictReader((work / "log.csv").open()))) == 1
+    assert not list(work.glob(".*"))  # no temp files left behind
+
+
+def test_amp_runs_scan_in_float32(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import istd.models.layers.ss2d as ss2d
+
+    real = ss2d.selective_scan
+    seen: list[tuple[torch.dtype, bool]] = []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        y = real(*args, **kwargs)
+        # The same inputs outside autocast must give the same output: the scan ignores autocast.
+        with torch.autocast("cpu", enabled=False):
+            ref = real(*args, **kwargs)
+        seen.append((y.dtype, torch.equal(y, ref)))
+        return y
+
+    monkeypatch.setattr(ss2d, "selective_scan", spy)
+    fit(
+        "mim-istd_nuaa-sirst",
+        tmp_path / "amp",
+        overrides=tiny(synthetic, "train.epochs=1"),
+        amp=True,
+    )
+    assert seen and all(dtype == torch.float32 and same for dtype, same in seen)
+
+
+def test_cosine_schedule_and_warmup() -> None:
+    from istd.engine.config import OptimConfig, ScheduleConfig
+    from istd.engine.train import build_optimizer
+
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.05))
+    sched = build_scheduler(
+        opt, ScheduleConfig(warmup_epochs=1, min_lr=1e-5), 0.05, epochs=3, steps_per_epoch=2
+    )
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.025) and lrs[1] == pytest.approx(0.05)
+    assert lrs[2] == pytest.approx(0.05) and lrs[-1] < lrs[3] < lrs[2]
+    assert sched.get_last_lr()[0] == pytest.approx(1e-5)
+
+
+def test_missing_dataset_and_unknown_split(tmp_path: Path, synthetic: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        fit(
+            "mim-istd_nuaa-sirst",
+            tmp_path / "a",
+            overrides=[*TINY, f"data.root={tmp_path / 'none'}"],
+        )
+    with pytest.raises(DataError, match="nope"):
+        fit("mim-istd_nuaa-sirst", tmp_path / "b", overrides=tiny(synthetic, "data.val_split=nope"))
+
+
+def test_held_out_validation_without_val_split(synthetic: Path) -> None:
+    cfg = load_config("mim-istd_nudt-sirst", tiny(synthetic))
+    train, val = split_samples(cfg)
+    assert len(train) == 3 and len(val) == 1  # ceil(10 % of 4)
+    assert not {s.id for s in train} & {s.id for s in val}
+    assert split_samples(cfg) == (train, val)
+
+
+def test_real_nuaa_two_tiny_epochs(nuaa_sirst: Path, tmp_path: Path) -> None:
+    result = fit(
+        "mim-istd_nuaa-sirst",
+        tmp_path / "nuaa",
+        overrides=[f"data.root={nuaa_sirst}", *TINY, "data.limit=4", "data.val_limit=2"],
+    )
+    assert result.epochs == 2
+    extra = json.loads((tmp_path / "nuaa" / "best" / "config.json").read_text())["extra"]
+    assert extra["metrics"]["n_images"] == 2
