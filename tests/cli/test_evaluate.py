@@ -1,0 +1,103 @@
+"""`istd score` and `istd eval` through the Typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from istd.cli import app
+from istd.data.io import write_png_atomic
+from istd.metrics.score import score_folders
+
+runner = CliRunner()
+
+
+def _pairs(root: Path) -> tuple[Path, Path]:
+    gt = np.zeros((10, 12), bool)
+    gt[2:4, 2:4] = True
+    prob = np.zeros((10, 12), np.uint8)
+    prob[2:4, 2:4] = 230
+    prob[8, 9] = 200  # one false-alarm pixel
+    write_png_atomic(root / "gt" / "x_pixels0.png", gt)
+    write_png_atomic(root / "pred" / "x_prob.png", prob)
+    return root / "pred", root / "gt"
+
+
+def test_score_prints_and_writes_json(tmp_path: Path) -> None:
+    pred, gt = _pairs(tmp_path)
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Pd" in result.output and "Fa" in result.output
+    data = json.loads(out.read_text())
+    expected = score_folders(pred, gt).metrics
+    assert data == expected  # every compute() key, nothing undefined here
+    assert data["pd"] == 1.0 and data["fa_pixels"] == 1
+    again = runner.invoke(app, ["score", str(pred), str(gt), "--json", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert (
+        runner.invoke(
+            app, ["score", str(pred), str(gt), "--json", str(out), "--overwrite"]
+        ).exit_code
+        == 0
+    )
+
+
+def test_score_missing_prediction_is_one_error_line(tmp_path: Path) -> None:
+    pred, gt = _pairs(tmp_path)
+    (pred / "x_prob.png").unlink()
+    write_png_atomic(pred / "other.png", np.zeros((10, 12), bool))
+    result = runner.invoke(app, ["score", str(pred), str(gt)])
+    assert result.exit_code == 1
+    assert "x_pixels0.png" in result.output and "Traceback" not in result.output
+
+
+def test_eval_with_a_weight_free_model(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    mask = np.zeros((20, 26), bool)
+    mask[5:7, 9:11] = True
+    write_png_atomic(root / "images" / "a.png", np.where(mask, 230, 30).astype(np.uint8))
+    write_png_atomic(root / "masks" / "a.png", mask)
+    out = tmp_path / "rep"
+    args = ["eval", "--model", "tophat", "--data", str(root), "--out", str(out), "--gallery", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
+    assert "report.md" in result.output
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "--overwrite" in refused.output
+
+
+def test_eval_default_weights_missing_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ISTD_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    root = tmp_path / "ds"
+    write_png_atomic(root / "images" / "a.png", np.zeros((8, 8), np.uint8))
+    write_png_atomic(root / "masks" / "a.png", np.zeros((8, 8), bool))
+    result = runner.invoke(app, ["eval", "--data", str(root), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "default weights" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_compare_passes_every_source(tmp_path: Path, monkeypatch) -> None:
+    import istd.engine.evaluate as ev
+
+    seen = {}
+
+    def fake(sources, data, out, **kw):
+        seen.update(sources=sources, **kw)
+        raise ev.DataError("stop here")
+
+    monkeypatch.setattr(ev, "run_evaluation", fake)
+    (tmp_path / "ds").mkdir()
+    result = runner.invoke(
+        app,
+        ["eval", "--weights", "w1", "--compare", "tophat, mpcm", "--data", str(tmp_path / "ds"),
+         "--out", str(tmp_path / "o"), "--matching", "optimal", "--threshold", "0.4"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "stop here" in result.output
+    assert seen["sources"] == ["w1", "tophat", "mpcm"]
+    assert seen["matching"] == "optimal" and seen["threshold"] == 0.4
