@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from skimage.measure import label, regionprops
+from skimage.measure import label
 
 from istd.data.io import binarise_mask, decode_image, to_grey, write_bytes_atomic
 from istd.data.layouts import DatasetIndex, open_dataset, read_split_file
@@ -142,7 +142,10 @@ def _check_one(image_path: Path, mask_path: Path | None) -> _Item:
     grey = raw_mask.pixels
     if grey.ndim == 3:  # colour mask: the values that binarisation sees
         grey = np.rint(to_grey(raw_mask) * raw_mask.full_scale)
-    values = np.unique(grey)
+    if grey.dtype == np.uint8:
+        values = np.flatnonzero(np.bincount(grey.ravel(), minlength=256))  # faster than unique
+    else:
+        values = np.unique(grey)
     item.mask_values = _value_set(values)
     if not set(values.tolist()) <= {0, int(raw_mask.full_scale)}:
         item.problems.append(
@@ -166,7 +169,8 @@ def _check_one(image_path: Path, mask_path: Path | None) -> _Item:
         mask = binarise_mask(raw_mask, mask_path)
     except DataError:
         return item  # already reported as non-binary
-    item.areas = [int(r.area) for r in regionprops(label(mask, connectivity=2))]
+    labels, count = label(mask, connectivity=2, return_num=True)  # (H, W) int, 0 = background
+    item.areas = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
     return item
 
 

@@ -209,10 +209,16 @@ def binarise_mask(raw: RawImage, path: str | os.PathLike[str] = "<mask>") -> np.
     Raises:
         DataError: the mask has non-zero values but none above half of full scale.
     """
-    grey = to_grey(raw)  # (H, W) in [0, 1]
-    mask = grey > 0.5
-    if not mask.any() and grey.max() > 0:
+    if raw.pixels.ndim == 2:
+        # Integer compare: same rule as below, without a float copy of the mask.
+        grey = raw.pixels
+        mask = grey > int(raw.full_scale) // 2
+        top = int(grey.max())
+    else:
+        grey = to_grey(raw)  # (H, W) in [0, 1]
+        mask = grey > 0.5
         top = int(round(float(grey.max()) * raw.full_scale))
+    if top > 0 and not mask.any():
         raise DataError(
             f"{path}: mask values reach only {top} of {int(raw.full_scale)}; targets must be above "
             f"half of full scale (> {int(raw.full_scale) // 2}), rescale the mask (e.g. 0/1 -> 0/255)"
