@@ -1,0 +1,281 @@
+"""Saving and loading models: safetensors weights plus a JSON config, never pickle.
+
+Layout of a weights folder (after smp's hub mixin and timm's `save_for_hf`)::
+
+    model.safetensors   the state dict
+    config.json         {"model": registry name, "config": {...}, "extra": {...}}
+    README.md           a model card: architecture, dataset and metrics from `extra`
+
+`from_pretrained` rebuilds the network from config.json alone through the registry, then loads
+the tensors after checking every name and shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from istd.errors import ConfigError, WeightsError
+from istd.models._registry import build_model, list_models
+
+DEFAULT_WEIGHTS = "mim-istd-nuaa-sirst"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+
+
+def weights_dir() -> Path:
+    """The folder where named weights live: $ISTD_WEIGHTS_DIR, else the repository's weights/."""
+    env = os.environ.get("ISTD_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    import istd
+
+    return Path(istd.__file__).resolve().parents[1] / "weights"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes through a temp file in the same folder, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _config_dict(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        raise WeightsError(f"{type(model).__name__} has no dataclass .config to save")
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _card(name: str, config: dict[str, Any], extra: dict[str, Any]) -> str:
+    lines = [
+        f"# {name}",
+        "",
+        f"Registry model `{name}` for `istd` (infrared small-target detection).",
+        "",
+    ]
+    if "dataset" in extra:
+        lines += [f"Trained on: {extra['dataset']}", ""]
+    metrics = extra.get("metrics")
+    if isinstance(metrics, dict) and metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [
+            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+            for k, v in metrics.items()
+        ]
+        lines.append("")
+    lines += ["## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    lines += ["Load with `istd.models.from_pretrained(<this folder>)`.", ""]
+    return "\n".join(lines)
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | Path,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write `model.safetensors`, `config.json` and a `README.md` card into `directory`.
+
+    Args:
+        model: a registry model with `.model_name` and a dataclass `.config`.
+        directory: target folder (created if missing).
+        extra: JSON-serialisable metadata (dataset, metrics, training config, ...).
+        overwrite: replace files already in `directory`; without it existing files raise.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        WeightsError: the model cannot be saved, `extra` is not JSON, or files exist.
+
+    Example:
+        >>> save_pretrained(build_model("mim-istd-test"), "runs/toy")
+    """
+    directory = Path(directory)
+    name = getattr(model, "model_name", None)
+    if not isinstance(name, str):
+        raise WeightsError(
+            f"{type(model).__name__} has no .model_name; build it with build_model()"
+        )
+    try:
+        meta = json.dumps(
+            {"model": name, "config": _config_dict(model), "extra": extra or {}}, indent=2
+        )
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(
+            f"extra metadata for {directory} is not JSON-serialisable: {exc}"
+        ) from None
+    targets = [directory / f for f in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise WeightsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
+    directory.mkdir(parents=True, exist_ok=True)
+    # Detached, contiguous CPU copies: safetensors rejects views sharing storage.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    _write_atomic(targets[0], safetensors_bytes(tensors, metadata={"model": name}))
+    _write_atomic(targets[1], (meta + "\n").encode())
+    card = _card(name, json.loads(meta)["config"], extra or {})
+    _write_atomic(targets[2], card.encode())
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """Read and validate a weights folder's config.json.
+
+    Returns:
+        {"model": str, "config": dict, "extra": dict}.
+
+    Raises:
+        WeightsError: missing or malformed file, naming it.
+    """
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(
+            f"{path} not found: a weights folder needs {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path} must hold a JSON object")
+    missing = [k for k in ("model", "config") if k not in data]
+    if missing:
+        raise WeightsError(f"{path} lacks the key(s) {', '.join(missing)}")
+    if not isinstance(data["model"], str) or not isinstance(data["config"], dict):
+        raise WeightsError(f"{path}: 'model' must be a string and 'config' an object")
+    extra = data.get("extra", {})
+    if not isinstance(extra, dict):
+        raise WeightsError(f"{path}: 'extra' must be an object")
+    return {"model": data["model"], "config": data["config"], "extra": extra}
+
+
+def _load_folder(directory: Path, device: str | torch.device | None) -> nn.Module:
+    meta = read_config(directory)
+    cfg_path = directory / CONFIG_FILE
+    if meta["model"] not in list_models():
+        raise WeightsError(
+            f"{cfg_path} names unknown model {meta['model']!r}; known: {', '.join(list_models())}"
+        )
+    try:
+        model = build_model(meta["model"], **meta["config"])
+    except ConfigError as exc:
+        raise WeightsError(f"{cfg_path}: invalid config: {exc}") from None
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise WeightsError(f"{weights} not found")
+    try:
+        state = load_file(weights, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{weights} is not a readable safetensors file: {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {'; '.join(wrong[:3])})")
+        raise WeightsError(f"{weights} does not fit {cfg_path}: {', '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+    model.pretrained_extra = meta["extra"]  # dataset, metrics, ... for reports
+    return model
+
+
+def _weight_free(name: str) -> nn.Module | None:
+    if name not in list_models():
+        return None
+    model = build_model(name)
+    return model if getattr(model, "requires_weights", True) is False else None
+
+
+def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None = None) -> nn.Module:
+    """Load a model in eval mode from a weights folder, a named folder under `weights_dir()`, or
+    a registered weight-free detector name.
+
+    Args:
+        dir_or_name: a folder path, a weights name (e.g. ``DEFAULT_WEIGHTS``) or e.g. ``tophat``.
+        device: where to put the model (default: CPU).
+
+    Returns:
+        The model, in eval mode, with `.pretrained_extra` set for loaded weights.
+
+    Raises:
+        WeightsError: nothing matches, or the folder is missing files, corrupt or inconsistent.
+
+    Example:
+        >>> model = from_pretrained("weights/mim-istd-nuaa-sirst")
+    """
+    path = Path(dir_or_name)
+    if path.is_dir():
+        model = _load_folder(path, device)
+    else:
+        name = str(dir_or_name)
+        plain = name and "/" not in name and "\\" not in name and not name.startswith(".")
+        model = _weight_free(name) if plain else None
+        if model is None:
+            root = weights_dir()
+            if plain and (root / name).is_dir():
+                model = _load_folder(root / name, device)
+            elif name == DEFAULT_WEIGHTS:
+                raise WeightsError(
+                    f"the default weights {DEFAULT_WEIGHTS!r} are not in {root}: no weights are "
+                    "shipped yet; train them with `istd train ...` or pass --weights DIR"
+                )
+            elif plain and name in list_models():
+                raise WeightsError(
+                    f"model {name!r} needs trained weights: pass a weights folder written by "
+                    f"`istd train` (or put one under {root})"
+                )
+            else:
+                raise WeightsError(
+                    f"no weights folder {name!r} (looked for a folder and under {root}), and no "
+                    f"weight-free model of that name; registered models: {', '.join(list_models())}"
+                )
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+class HubMixin:
+    """Adds ``model.save_pretrained(dir)`` (the function of the same name)."""
+
+    def save_pretrained(
+        self, directory: str | Path, extra: dict[str, Any] | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write this model's weights folder; see :func:`istd.models.hub.save_pretrained`."""
+        return save_pretrained(self, directory, extra, overwrite)  # type: ignore[arg-type]

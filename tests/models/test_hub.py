@@ -1,0 +1,118 @@
+"""save_pretrained / from_pretrained: safetensors + JSON, atomic, validated, no pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from istd.errors import WeightsError
+from istd.models import DEFAULT_WEIGHTS, build_model, from_pretrained, save_pretrained
+
+
+def _toy(**kw):
+    torch.manual_seed(0)
+    return build_model("mim-istd-test", scan_backend="reference", **kw)
+
+
+def test_round_trip_gives_equal_output(tmp_path: Path) -> None:
+    model = _toy(scan="grouped", norm_mean=(0.3,), norm_std=(0.2,))
+    folder = save_pretrained(
+        model, tmp_path / "w", extra={"dataset": "NUAA-SIRST", "metrics": {"IoU": 0.5}}
+    )
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["model"] == "mim-istd-test" and meta["extra"]["metrics"]["IoU"] == 0.5
+    assert meta["config"]["norm_mean"] == [0.3]
+    loaded = from_pretrained(folder)
+    assert not loaded.training and loaded.config == model.config
+    assert loaded.pretrained_extra["dataset"] == "NUAA-SIRST"
+    x = torch.rand(1, 1, 21, 18)
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded(x))
+    assert "IoU" in (folder / "README.md").read_text()
+
+
+def test_method_form_and_no_silent_overwrite(tmp_path: Path) -> None:
+    model = _toy()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(WeightsError, match="refusing to overwrite"):
+        model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path, overwrite=True)
+    assert not list(tmp_path.glob(".*tmp")), "temp files left behind"
+
+
+def test_named_weights_resolve_under_weights_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISTD_WEIGHTS_DIR", str(tmp_path))
+    save_pretrained(_toy(), tmp_path / "toy-weights")
+    assert from_pretrained("toy-weights").model_name == "mim-istd-test"
+
+
+def test_missing_default_weights_say_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ISTD_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match="istd train"):
+        from_pretrained(DEFAULT_WEIGHTS)
+    with pytest.raises(WeightsError, match="needs trained weights"):
+        from_pretrained("mim-istd")
+    with pytest.raises(WeightsError, match="no weights folder"):
+        from_pretrained("no-such-weights")
+    with pytest.raises(WeightsError, match="no weights folder"):
+        from_pretrained("../no-such-folder")
+
+
+def test_weight_free_models_load_by_name() -> None:
+    model = from_pretrained("tophat")
+    assert model.requires_weights is False
+
+
+def _saved(tmp_path: Path) -> Path:
+    return save_pretrained(_toy(), tmp_path / "w")
+
+
+def test_unknown_model_name_in_config(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model"] = "resnet-9000"
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match=r"config\.json.*unknown model"):
+        from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "text", ["{broken", "[]", '{"config": {}}', '{"model": "mim-istd-test", "config": {"dims": 3}}']
+)
+def test_malformed_config_names_the_file(tmp_path: Path, text: str) -> None:
+    folder = _saved(tmp_path)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(WeightsError, match="config.json"):
+        from_pretrained(folder)
+
+
+def test_shape_mismatch_names_the_file(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"]["word_dims"] = [2, 2]  # weights were saved with (4, 4)
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match=r"model\.safetensors does not fit.*shape mismatch"):
+        from_pretrained(folder)
+
+
+def test_corrupt_or_missing_weights(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    (folder / "model.safetensors").write_bytes(b"\x80\x04 definitely not safetensors")
+    with pytest.raises(WeightsError, match="model.safetensors"):
+        from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(WeightsError, match="not found"):
+        from_pretrained(folder)
