@@ -1,1 +1,7 @@
-"""(filled in by its issue)."""
+"""Training, evaluation and prediction."""
+
+from istd.engine.detections import Detection, find_detections
+from istd.engine.predict import Prediction, Predictor
+from istd.engine.tracking import Tracker, TrackerConfig
+
+__all__ = ["Detection", "Prediction", "Predictor", "Tracker", "TrackerConfig", "find_detections"]
