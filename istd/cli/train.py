@@ -81,6 +81,11 @@ def _reporter(quiet: bool) -> Any:
             )
 
         def note(self, text: str) -> None:
+            if (
+                self.progress is not None
+            ):  # training is over for this epoch; validation notes follow
+                self.progress.stop()
+                self.progress = None
             if not quiet:
                 console.print(f"[dim]{text}[/]", highlight=False)
 
@@ -93,6 +98,16 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     @cli_errors
     def train(
+        work_dir: Annotated[
+            Path,
+            typer.Option(
+                "--work-dir",
+                help="Run folder: config.yaml, log.csv, last.ckpt, best/. A new run refuses a "
+                "folder that already holds one.",
+                file_okay=False,
+                show_default=False,
+            ),
+        ],
         config: Annotated[
             str | None,
             typer.Argument(
@@ -101,15 +116,6 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        work_dir: Annotated[
-            Path,
-            typer.Option(
-                "--work-dir",
-                help="Run folder: config.yaml, log.csv, last.ckpt, best/. A new run refuses a "
-                "folder that already holds one.",
-                file_okay=False,
-            ),
-        ] = Path("runs/train"),
         set_: Annotated[
             list[str] | None,
             typer.Option(

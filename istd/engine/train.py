@@ -19,6 +19,7 @@ import hashlib
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -444,6 +445,10 @@ def _run(
     if info.is_main:
         recover_dir(work_dir / "best")
         write_log(work_dir, state.history)  # drops rows of an epoch cut short before its ckpt
+    if info.enabled:
+        # Depthwise-conv grads arrive channels-last; DDP copies them into its buckets (a speed
+        # hint only, printed every step otherwise).
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     net = DistributedDataParallel(model) if info.enabled else model
     val_loader = DataLoader(
         IRSTDDataset(val_s, cache=True), batch_size=1, num_workers=cfg.data.num_workers
