@@ -90,24 +90,38 @@ def f1(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, zero_division: float = float
     return _ratio(2 * tp_s, 2 * tp_s + fp_s + fn_s, zero_division)
 
 
-def roc_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Pixel ROC from per-class histograms of probabilities over equal-width bins on [0, 1].
+def roc_edges(n_bins: int, logit_range: float = 14.0) -> np.ndarray:
+    """Lower edges (K,) of the ROC's probability bins: 0, then a sigmoid of an even logit grid.
+
+    A trained network puts most background pixels below 1e-3 and most targets above 0.999, so
+    equal steps in probability would lump them into the two end bins; equal steps in logit
+    (from -`logit_range` to +`logit_range`) keep resolution where the scores are.
+    """
+    logits = np.linspace(-logit_range, logit_range, n_bins - 1)
+    return np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-logits))])  # (K,)
+
+
+def roc_from_histograms(
+    pos_hist: np.ndarray, neg_hist: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Pixel ROC from per-class histograms of probabilities.
 
     Args:
         pos_hist: (K,) counts of ground-truth foreground pixels per probability bin.
         neg_hist: (K,) counts of background pixels per bin.
+        edges: (K,) increasing lower bin edges, edges[0] = 0 (see `roc_edges`).
 
     Returns:
-        (thresholds (K + 1,), fpr (K + 1,), tpr (K + 1,)), from threshold 0 (everything positive,
-        fpr = tpr = 1) to 1 (nothing positive); point k counts pixels with probability >= k / K.
+        (thresholds (K + 1,), fpr (K + 1,), tpr (K + 1,)). Point k (k < K) counts pixels with
+        probability >= edges[k]; point 0 is everything positive (fpr = tpr = 1), point K nothing
+        positive (threshold reported as 1).
     """
-    n_bins = pos_hist.shape[0]
-    # Reverse cumulative sums: pixels in bin k or above are predicted positive at threshold k/K.
+    # Reverse cumulative sums: pixels in bin k or above are positive at threshold edges[k].
     tp = np.concatenate([np.cumsum(pos_hist[::-1])[::-1], [0]]).astype(np.float64)  # (K + 1,)
     fp = np.concatenate([np.cumsum(neg_hist[::-1])[::-1], [0]]).astype(np.float64)  # (K + 1,)
     tpr = tp / tp[0] if tp[0] > 0 else np.full_like(tp, np.nan)
     fpr = fp / fp[0] if fp[0] > 0 else np.full_like(fp, np.nan)
-    thresholds = np.linspace(0.0, 1.0, n_bins + 1)
+    thresholds = np.concatenate([edges, [1.0]])
     return thresholds, fpr, tpr
 
 

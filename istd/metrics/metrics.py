@@ -22,7 +22,8 @@ from istd.metrics.stats import MATCHINGS, ImageStats, connected_components, imag
 DEFAULT_CURVE_THRESHOLDS: tuple[float, ...] = (
     0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99,
 )  # fmt: skip
-# Pixel ROC resolution: equal-width probability bins; two (K,) int counts, whatever the data size.
+# Pixel ROC resolution: probability bins even in logit (see functional.roc_edges); two (K,)
+# counts, whatever the data size.
 ROC_BINS = 1000
 # The Pd-Fa area is taken over Fa in [0, 1e-4], i.e. up to 100 x 1e-6, the range tables report.
 PD_FA_FA_MAX = 1e-4
@@ -90,6 +91,7 @@ class Metrics:
         self.matching = matching
         self.curve_thresholds = np.asarray(sorted(curve_thresholds), dtype=np.float64)  # (C,)
         self.roc_bins = int(roc_bins)
+        self.roc_edges = F.roc_edges(self.roc_bins)  # (K,) lower bin edges, probabilities
         self.keep_per_image = keep_per_image
         self.reset()
 
@@ -182,7 +184,8 @@ class Metrics:
         for c, t in enumerate(self.curve_thresholds):
             st = image_stats(prob > t, gt, self.distance, self.matching, gt_components=gt_comp)
             self._curve[:, c] += (st.n_matched, st.n_objects, st.fa_pixels)
-        bins = np.minimum((prob * self.roc_bins).astype(np.int64), self.roc_bins - 1)  # (H, W)
+        # Bin k holds edges[k] <= p < edges[k + 1]; float64 so that edges compare exactly.
+        bins = np.searchsorted(self.roc_edges, prob.astype(np.float64), side="right") - 1  # (H, W)
         self._roc[0] += np.bincount(bins[gt], minlength=self.roc_bins)
         self._roc[1] += np.bincount(bins[~gt], minlength=self.roc_bins)
 
@@ -209,7 +212,7 @@ class Metrics:
         nan = float("nan")
         pd_curve = [F.pd(m, c["n_targets"], nan) for m in self._curve[0]]
         fa_curve = [F.fa(f, c["n_pixels"], nan) for f in self._curve[2]]
-        thr, fpr, tpr = F.roc_from_histograms(self._roc[0], self._roc[1])
+        thr, fpr, tpr = F.roc_from_histograms(self._roc[0], self._roc[1], self.roc_edges)
         return {
             "pd_fa": {"thresholds": self.curve_thresholds.tolist(), "pd": pd_curve, "fa": fa_curve},
             "roc": {"thresholds": thr.tolist(), "fpr": fpr.tolist(), "tpr": tpr.tolist()},

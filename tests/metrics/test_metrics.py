@@ -274,11 +274,12 @@ def test_curves_and_areas() -> None:
 def test_roc_auc_equals_rank_statistic() -> None:
     rng = np.random.default_rng(0)
     gt = rng.random((32, 32)) < 0.2
-    # Probabilities on the bin grid's centres so binning loses no order information.
+    m = Metrics()
+    # Probabilities at bin midpoints, so binning loses no order information.
+    mids = ((m.roc_edges + np.append(m.roc_edges[1:], 1.0)) / 2).astype(np.float32)  # (K,)
     ranks = rng.integers(0, 1000, (32, 32))
     ranks[gt] = np.minimum(ranks[gt] + 200, 999)  # targets tend to score higher
-    prob = ((ranks + 0.5) / 1000).astype(np.float32)
-    m = Metrics()
+    prob = mids[ranks]
     m.update(prob, gt)
     pos, neg = prob[gt].astype(np.float64), prob[~gt].astype(np.float64)
     # AUC = P(pos > neg) + 0.5 P(pos == neg), the Mann-Whitney statistic.
