@@ -1,5 +1,6 @@
 """Data layer: image reading, dataset layouts, torch datasets, augmentations and checks."""
 
+from istd.data.check import CheckReport, check_dataset
 from istd.data.datasets import IRSTDDataset, compute_norm_stats, load_pair
 from istd.data.io import IMAGE_EXTENSIONS, decode_image, read_image, read_mask, write_png_atomic
 from istd.data.layouts import LAYOUTS, DatasetIndex, Sample, open_dataset, read_split_file
@@ -7,11 +8,13 @@ from istd.data.transforms import apply_transform, eval_transform, train_transfor
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "CheckReport",
     "LAYOUTS",
     "DatasetIndex",
     "IRSTDDataset",
     "Sample",
     "apply_transform",
+    "check_dataset",
     "compute_norm_stats",
     "decode_image",
     "eval_transform",

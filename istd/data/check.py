@@ -244,8 +244,10 @@ def check_dataset(
             report.problems.append(
                 Problem(str(index.masks[sample_id]), "orphan_mask", "no image with this id")
             )
-    else:
+    elif split in report.splits or index.split_file(split) is None:
         image_paths = [p for p in map(index.image_for, index.ids(split)) if p is not None]
+    else:
+        image_paths = []  # its split file is unusable, already reported as bad_split_file
     jobs = [(p, index.masks.get(p.stem)) for p in image_paths]
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     sizes, image_modes, mask_modes, mask_values = Counter(), Counter(), Counter(), Counter()

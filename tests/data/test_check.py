@@ -88,6 +88,8 @@ def test_split_only(make_tree, synth) -> None:
     assert [(Path(p.path).name, p.kind) for p in report.problems] == [("test.txt", "missing_files")]
     with pytest.raises(DataError, match="unknown split"):
         check_dataset(root, split="nope")
+    bad = check_dataset(root, split="extra/evil")
+    assert [p.kind for p in bad.problems] == ["bad_split_file"] and bad.images == 0
 
 
 def test_fixes_resolve_problem(make_tree, synth) -> None:

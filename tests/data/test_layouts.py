@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from istd.data.io import read_mask
 from istd.data.layouts import LAYOUTS, open_dataset, read_split_file
@@ -193,3 +195,41 @@ def test_real_nudt_sirst(nudt_sirst: Path) -> None:
     assert (len(train), len(test)) == (663, 664)
     assert not set(train) & set(test) and len(set(train) | set(test)) == 1327
     assert all(s.mask_path.name == f"{s.id}.png" for s in index.samples("test"))
+
+
+_SAFE = (
+    st.text(
+        alphabet=st.characters(
+            blacklist_characters="/\\\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\0",
+            blacklist_categories=("Cs",),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+    .map(str.strip)
+    .filter(lambda s: s and ".." not in s and not (len(s) > 1 and s[1] == ":"))
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ids=st.lists(_SAFE, min_size=1, max_size=8, unique=True), crlf=st.booleans())
+def test_split_file_round_trip(tmp_path: Path, ids: list[str], crlf: bool) -> None:
+    path = tmp_path / "split.txt"
+    eol = "\r\n" if crlf else "\n"
+    path.write_bytes((eol.join(ids) + eol).encode())
+    assert read_split_file(path) == ids
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(head=_SAFE, tail=_SAFE, sep=st.sampled_from(["/", "\\", "/../", ".."]))
+def test_split_ids_with_separators_always_rejected(
+    tmp_path: Path, head: str, tail: str, sep: str
+) -> None:
+    path = tmp_path / "split.txt"
+    path.write_bytes(f"{head}{sep}{tail}\n".encode())
+    with pytest.raises(DataError, match="line 1"):
+        read_split_file(path)
