@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +66,28 @@ class RawImage:
         return int(self.pixels.shape[1]), int(self.pixels.shape[0])
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0
+_saved_level = 0
+
+
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
-    # OpenCV logs its own warning for every broken file; we raise a clearer error instead.
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # OpenCV logs its own warning for every broken file; we raise a clearer error instead. The
+    # level is process-wide, so concurrent readers share one save/restore (counted under a lock).
+    global _quiet_depth, _saved_level
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            _saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_depth += 1
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(previous)
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                cv2.utils.logging.setLogLevel(_saved_level)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -261,3 +261,23 @@ def test_real_nuaa_modes_read_as_grey(nuaa_sirst: Path) -> None:
         assert image.shape == expected.shape
         assert np.abs(image - expected).max() <= 1.0 / 255 + 1e-6
     assert decode_image(nuaa_sirst / "images" / "Misc_138.png").mode == "palette 8-bit"
+
+
+def test_opencv_log_level_restored_after_concurrent_reads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = _write(tmp_path / "g.png", GREY8)
+    bad = _broken(tmp_path, "text")
+    before = cv2.utils.logging.getLogLevel()
+
+    def read(path: Path) -> bool:
+        try:
+            read_image(path)
+        except DataError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(read, [good, bad] * 50))
+    assert results == [True, False] * 50
+    assert cv2.utils.logging.getLogLevel() == before
