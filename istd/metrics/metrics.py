@@ -16,7 +16,14 @@ import torch
 
 from istd.errors import DataError
 from istd.metrics import functional as F
-from istd.metrics.stats import MATCHINGS, ImageStats, connected_components, image_stats
+from istd.metrics.stats import (
+    MATCHINGS,
+    Components,
+    ImageStats,
+    connected_components,
+    image_stats,
+    target_counts,
+)
 
 # Pd-Fa sweep thresholds on probabilities: dense at both ends, where Fa and Pd change fastest.
 DEFAULT_CURVE_THRESHOLDS: tuple[float, ...] = (
@@ -180,10 +187,12 @@ class Metrics:
             )
         return st
 
-    def _update_curves(self, prob: np.ndarray, gt: np.ndarray, gt_comp: Any) -> None:
+    def _update_curves(self, prob: np.ndarray, gt: np.ndarray, gt_comp: Components) -> None:
         for c, t in enumerate(self.curve_thresholds):
-            st = image_stats(prob > t, gt, self.distance, self.matching, gt_components=gt_comp)
-            self._curve[:, c] += (st.n_matched, st.n_objects, st.fa_pixels)
+            n_objects, n_matched, fa_pixels = target_counts(
+                prob > t, gt_comp, self.distance, self.matching
+            )
+            self._curve[:, c] += (n_matched, n_objects, fa_pixels)
         # Bin k holds edges[k] <= p < edges[k + 1]; float64 so that edges compare exactly.
         bins = np.searchsorted(self.roc_edges, prob.astype(np.float64), side="right") - 1  # (H, W)
         self._roc[0] += np.bincount(bins[gt], minlength=self.roc_bins)

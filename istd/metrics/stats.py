@@ -74,11 +74,12 @@ def connected_components(mask: np.ndarray) -> Components:
     # Centroids as regionprops defines them (mean row, mean col of the component's pixels), but
     # with one bincount instead of a Python loop over regions: a noisy low-threshold prediction
     # can have thousands of components. Integer sums are exact, so the values are identical.
-    flat = labels.ravel()
-    rows, cols = np.indices(labels.shape).reshape(2, -1)  # (2, H*W)
-    areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.int64)  # (K,)
-    sum_r = np.bincount(flat, weights=rows, minlength=n + 1)[1:]
-    sum_c = np.bincount(flat, weights=cols, minlength=n + 1)[1:]
+    # Foreground pixels only: sweeps call this at many thresholds, and masks are sparse.
+    rows, cols = np.nonzero(labels)  # (F,), (F,)
+    ids = labels[rows, cols]  # (F,) labels 1..n
+    areas = np.bincount(ids, minlength=n + 1)[1:].astype(np.int64)  # (K,)
+    sum_r = np.bincount(ids, weights=rows, minlength=n + 1)[1:]
+    sum_c = np.bincount(ids, weights=cols, minlength=n + 1)[1:]
     centroids = np.stack([sum_r, sum_c], axis=1) / np.maximum(areas, 1)[:, None]  # (K, 2)
     return Components(labels=labels, centroids=centroids.reshape(-1, 2), areas=areas)
 
@@ -135,6 +136,27 @@ def match_targets(
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if in_range[r, c]]
 
 
+def target_counts(
+    pred: np.ndarray, targets: Components, distance: float = 3.0, matching: str = "first"
+) -> tuple[int, int, int]:
+    """Target-level counts of one binarised prediction (what a threshold sweep needs).
+
+    Args:
+        pred: bool (H, W) prediction.
+        targets: the ground truth's components.
+        distance: centroid distance bound for a match (strict), in pixels.
+        matching: `"first"` or `"optimal"`, see `match_targets`.
+
+    Returns:
+        (predicted objects, matched targets, false-alarm pixels), where false-alarm pixels are
+        all pixels of the predicted objects that matched no target (BasicIRSTD after its Fa fix).
+    """
+    objects = connected_components(pred)
+    pairs = match_targets(targets.centroids, objects.centroids, distance, matching)
+    matched_area = int(sum(int(objects.areas[p]) for _, p in pairs))
+    return len(objects), len(pairs), int(objects.areas.sum()) - matched_area
+
+
 def image_stats(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -149,7 +171,7 @@ def image_stats(
         gt: bool (H, W) ground truth.
         distance: centroid distance bound for a match (strict), in pixels.
         matching: `"first"` or `"optimal"`, see `match_targets`.
-        gt_components: the ground truth's components when already known (threshold sweeps).
+        gt_components: the ground truth's components when already known (saves a labelling).
 
     Returns:
         The image's `ImageStats`.
@@ -161,12 +183,7 @@ def image_stats(
     fn = int(np.count_nonzero(~pred & gt))
     n_pixels = int(pred.size)
     targets = gt_components if gt_components is not None else connected_components(gt)
-    objects = connected_components(pred)
-    pairs = match_targets(targets.centroids, objects.centroids, distance, matching)
-    matched_area = int(sum(objects.areas[p] for _, p in pairs))
-    # Every predicted pixel belongs to exactly one object, so unmatched-object pixels are all
-    # predicted pixels minus those of matched objects (BasicIRSTD after its Fa fix).
-    fa_pixels = tp + fp - matched_area
+    n_objects, n_matched, fa_pixels = target_counts(pred, targets, distance, matching)
     return ImageStats(
         tp=tp,
         fp=fp,
@@ -174,8 +191,8 @@ def image_stats(
         tn=n_pixels - tp - fp - fn,
         n_pixels=n_pixels,
         n_targets=len(targets),
-        n_objects=len(objects),
-        n_matched=len(pairs),
+        n_objects=n_objects,
+        n_matched=n_matched,
         fa_pixels=fa_pixels,
         height=int(pred.shape[0]),
         width=int(pred.shape[1]),
