@@ -239,7 +239,8 @@ def _html(run: EvalRun, figures: dict[str, bytes], gallery_png: list[bytes]) -> 
             "<h2>Worst images</h2><p>Green: ground truth; red: prediction; yellow: both.</p>"
         )
         for item, png in zip(run.gallery, gallery_png, strict=True):
-            w = 2 * item.overlay.shape[1]  # small targets: show at twice the native size
+            # Small targets: show small frames at twice their size, large ones no wider than 1000 px.
+            w = max(item.overlay.shape[1], min(2 * item.overlay.shape[1], 1000))
             tag = _img_tag(png, item.caption, w).replace("<img ", '<img class="g" ')
             parts.append(
                 f"<figure>{tag}<figcaption>{html.escape(item.caption)}</figcaption></figure>"
