@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from istd.errors import DataError
 
@@ -82,11 +81,14 @@ def find_detections(
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(
         mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
     )
-    index = np.arange(1, count)
-    peaks = ndimage.maximum(prob.astype(np.float32), labels=labels, index=index)
-    peaks = np.atleast_1d(np.asarray(peaks, dtype=np.float64))
+    # Peak probability per object; an unbuffered scatter-max over the object pixels is much
+    # faster than scipy.ndimage.maximum when a frame holds hundreds of objects.
+    inside = labels > 0
+    peaks = np.full(count, -np.inf)
+    np.maximum.at(peaks, labels[inside], prob[inside].astype(np.float64))
     detections = []
-    for k, label in enumerate(index):
+    for label in range(1, count):
+        k = label - 1
         x, y, w, h, area = (int(v) for v in stats[label])
         cx, cy = centroids[label]
         detections.append(
@@ -99,7 +101,7 @@ def find_detections(
                 y=y,
                 w=w,
                 h=h,
-                score=float(peaks[k]),
+                score=float(peaks[label]),
             )
         )
     return detections

@@ -1,0 +1,127 @@
+"""Prediction speed: frames/s on the 320 x 256 Drone-detection-IR videos, images/s on NUAA-SIRST.
+
+Times `istd.Predictor` end to end (frame decoding excluded for videos: frames are decoded first,
+then predicted in batches; thresholding and connected components included), on `--threads`
+CPU threads (2 by default, the project's CI machines), after one warm-up batch.
+
+Model: the default weights when they exist, else a **randomly initialised** `mim-istd` (same
+architecture and cost, meaningless masks); `--model NAME` times a registered model instead
+(random init for networks, e.g. `mim-istd-test`; weight-free detectors such as `tophat`), and
+`--weights DIR` a trained folder. The line `model:` of the output says which was timed.
+
+Usage:
+    python tools/bench_predict.py [--threads 2] [--videos 2] [--frames 32] [--images 20]
+                                  [--batch 8] [--model NAME | --weights DIR] [--device cpu]
+                                  [--data-root ../shared/datasets] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from istd.data.io import read_image
+from istd.data.video import iter_video_frames
+from istd.engine.predict import Predictor
+from istd.engine.predict_inputs import atomic_text
+from istd.models import DEFAULT_WEIGHTS, build_model, list_models, weights_dir
+
+
+def _predictor(args: argparse.Namespace) -> tuple[Predictor, str]:
+    common = {"device": args.device, "batch_size": args.batch}
+    if args.weights:
+        return Predictor(weights=args.weights, **common), f"weights {args.weights}"
+    if args.model:
+        model = build_model(args.model)
+        trained = getattr(model, "requires_weights", True)
+        label = f"{args.model} (randomly initialised)" if trained else f"{args.model} (weight-free)"
+        return Predictor(model=model, **common), label
+    if (weights_dir() / DEFAULT_WEIGHTS).is_dir():
+        return Predictor(**common), f"default weights {DEFAULT_WEIGHTS}"
+    model = build_model("mim-istd")
+    return (
+        Predictor(model=model, **common),
+        f"mim-istd RANDOMLY INITIALISED (default weights {DEFAULT_WEIGHTS} not found)",
+    )
+
+
+def _time(predictor: Predictor, frames: list[np.ndarray], batch: int) -> float:
+    """Seconds to predict `frames` (same size) in batches."""
+    start = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        predictor.predict_batch(frames[i : i + batch])
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--videos", type=int, default=2, help="drone videos timed")
+    parser.add_argument("--frames", type=int, default=32, help="frames timed per video")
+    parser.add_argument("--images", type=int, default=20, help="NUAA-SIRST images timed")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--model", choices=list_models())
+    parser.add_argument("--weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "datasets",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    predictor, label = _predictor(args)
+    print(f"model: {label}")
+    print(
+        f"device: {args.device}, threads: {torch.get_num_threads()}, batch: {args.batch}, "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+    )
+    results: dict[str, object] = {"model": label, "threads": args.threads, "batch": args.batch}
+
+    videos = sorted((args.data_root / "Drone-detection-IR" / "Video_IR").glob("IR_DRONE_*.mp4"))
+    frames_done = seconds = 0.0
+    for video in videos[: args.videos]:
+        frames = list(islice(iter_video_frames(video), args.frames + args.batch))
+        warm, timed = frames[: args.batch], frames[args.batch :]
+        predictor.predict_batch(warm)  # warm-up: first-call allocations and JIT
+        elapsed = _time(predictor, timed, args.batch) if timed else 0.0
+        frames_done += len(timed)
+        seconds += elapsed
+        print(
+            f"  {video.name}: {len(timed)} frames {timed[0].shape[1]}x{timed[0].shape[0]} in {elapsed:.2f} s"
+        )
+    if frames_done:
+        fps = frames_done / seconds
+        results["video_fps_320x256"] = round(fps, 3)
+        print(f"videos: {fps:.2f} frames/s at 320x256 (target >= 30)")
+
+    images = sorted((args.data_root / "NUAA-SIRST" / "images").glob("*.png"))[: args.images]
+    if images:
+        loaded = [read_image(p) for p in images]
+        predictor(loaded[0])  # warm-up
+        start = time.perf_counter()
+        for image in loaded:
+            predictor(image)  # sizes differ: one image per call
+        elapsed = time.perf_counter() - start
+        ips = len(loaded) / elapsed
+        results["nuaa_images_per_s"] = round(ips, 3)
+        print(
+            f"NUAA-SIRST: {len(loaded)} images (sizes vary) in {elapsed:.2f} s: {ips:.2f} images/s"
+        )
+    if args.json:
+        with atomic_text(args.json) as handle:
+            handle.write(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
