@@ -363,6 +363,10 @@ def open_dataset(
     main = _main_split_dir(root, layout, subdirs)
     masks, fixed = _index_masks(masks_dir, fixes_dir)
     split_files = _split_names(root, main, [d for d in subdirs if d != root], layout)
+    images = _list_images(images_dir)
+    if not images:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise DataError(f"{images_dir}: no image files ({exts})")
     train_split, test_split = _DEFAULT_SPLITS.get(layout, (ALL_SPLIT, ALL_SPLIT))
     if train_split not in split_files or test_split not in split_files:
         train_split = test_split = ALL_SPLIT
@@ -371,7 +375,7 @@ def open_dataset(
         layout=layout,
         images_dir=images_dir,
         masks_dir=masks_dir,
-        images=_list_images(images_dir),
+        images=images,
         masks=masks,
         fixed=fixed,
         split_files=split_files,

@@ -73,6 +73,10 @@ def test_missing_folders(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(DataError, match="no masks folder"):
         open_dataset(tmp_path)
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "images" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no image files"):
+        open_dataset(tmp_path)
 
 
 def test_crlf_split_files(make_tree) -> None:
