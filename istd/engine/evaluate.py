@@ -97,7 +97,7 @@ def evaluate(
                 image_id = None if ids[b] is None else str(ids[b])
                 metrics.update(probs[b], gts[b], image_id=image_id)
                 if on_image is not None:
-                    record = metrics.per_image()[-1] if metrics.keep_per_image else {}
+                    record = metrics.last_record or {}
                     image = images[b, 0].cpu().numpy()  # (H, W)
                     on_image(image_id or str(b), image, probs[b], gts[b], record)
             if on_step is not None:

@@ -111,6 +111,8 @@ class Metrics:
         # Pixel counts per probability bin: row 0 ground-truth foreground, row 1 background.
         self._roc = np.zeros((2, self.roc_bins), dtype=np.float64)  # (2, K)
         self._records: list[dict[str, Any]] = []
+        # The record of the image most recently added (kept even when keep_per_image is off).
+        self.last_record: dict[str, Any] | None = None
 
     def update(self, pred: Any, gt: Any, image_id: str | None = None) -> ImageStats:
         """Add one image.
@@ -168,23 +170,22 @@ class Metrics:
         self._scalars += np.array([values[k] for k in _SCALARS])
         if prob is not None:
             self._update_curves(prob, gt, gt_comp)
+        iou_img = F.per_image_iou(
+            np.array([st.tp]), np.array([st.fp]), np.array([st.fn]), self.niou_empty
+        )
+        self.last_record = {
+            "image": image_id if image_id is not None else str(int(self.counts["n_images"]) - 1),
+            "height": st.height,
+            "width": st.width,
+            "targets": st.n_targets,
+            "detected": st.n_matched,
+            "objects": st.n_objects,
+            "false_alarm_objects": st.n_objects - st.n_matched,
+            "false_alarm_pixels": st.fa_pixels,
+            "iou": float(iou_img[0]),
+        }
         if self.keep_per_image:
-            iou_img = F.per_image_iou(
-                np.array([st.tp]), np.array([st.fp]), np.array([st.fn]), self.niou_empty
-            )
-            self._records.append(
-                {
-                    "image": image_id if image_id is not None else str(len(self._records)),
-                    "height": st.height,
-                    "width": st.width,
-                    "targets": st.n_targets,
-                    "detected": st.n_matched,
-                    "objects": st.n_objects,
-                    "false_alarm_objects": st.n_objects - st.n_matched,
-                    "false_alarm_pixels": st.fa_pixels,
-                    "iou": float(iou_img[0]),
-                }
-            )
+            self._records.append(self.last_record)
         return st
 
     def _update_curves(self, prob: np.ndarray, gt: np.ndarray, gt_comp: Components) -> None:
