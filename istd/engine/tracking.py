@@ -19,7 +19,7 @@ Track life cycle (the rules `TrackerConfig` holds):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -74,7 +74,6 @@ class Track:
     hits: int = 1
     misses: int = 0
     track_id: int = -1
-    history: list[int] = field(default_factory=list)
 
     @property
     def confirmed(self) -> bool:
@@ -114,18 +113,30 @@ class Tracker:
         state = np.array([xy[0], xy[1], 0.0, 0.0])
         # Position known to the measurement noise; velocity unknown, a few pixels per frame.
         covariance = np.diag([self._R[0, 0], self._R[1, 1], 25.0, 25.0])
-        return Track(state=state, covariance=covariance, history=[self.frame])
+        return Track(state=state, covariance=covariance)
 
     def _predict(self) -> None:
-        for track in self.tracks:
-            track.state = _F @ track.state
-            track.covariance = _F @ track.covariance @ _F.T + self._Q
+        if not self.tracks:
+            return
+        # All tracks at once: x' = F x, P' = F P F^T + Q.
+        states = np.stack([t.state for t in self.tracks]) @ _F.T  # (T, 4)
+        covs = _F @ np.stack([t.covariance for t in self.tracks]) @ _F.T + self._Q  # (T, 4, 4)
+        for track, state, cov in zip(self.tracks, states, covs, strict=True):
+            track.state, track.covariance = state, cov
 
-    def _correct(self, track: Track, xy: np.ndarray) -> None:
-        s = _H @ track.covariance @ _H.T + self._R  # (2, 2) innovation covariance
-        gain = track.covariance @ _H.T @ np.linalg.inv(s)  # (4, 2)
-        track.state = track.state + gain @ (xy - _H @ track.state)
-        track.covariance = (np.eye(4) - gain @ _H) @ track.covariance
+    def _correct(self, tracks: list[Track], points: np.ndarray) -> None:
+        """Kalman update of `tracks` with their matched centroids `points` (M, 2), batched."""
+        if not tracks:
+            return
+        states = np.stack([t.state for t in tracks])  # (M, 4)
+        covs = np.stack([t.covariance for t in tracks])  # (M, 4, 4)
+        # H selects (x, y), so H P H^T is P's top-left block and P H^T its first two columns.
+        innovation_cov = covs[:, :2, :2] + self._R  # (M, 2, 2)
+        gain = covs[:, :, :2] @ np.linalg.inv(innovation_cov)  # (M, 4, 2)
+        states = states + (gain @ (points - states[:, :2])[:, :, None])[:, :, 0]  # (M, 4)
+        covs = covs - gain @ covs[:, :2, :]  # (I - K H) P
+        for track, state, cov in zip(tracks, states, covs, strict=True):
+            track.state, track.covariance = state, cov
 
     def update(self, detections: list[Detection]) -> list[int]:
         """Advance one frame.
@@ -150,13 +161,12 @@ class Tracker:
                 if cost[r, c] <= self.config.gate:
                     assigned[c] = r
         matched_tracks = {r for r in assigned if r >= 0}
-        for c, r in enumerate(assigned):
-            if r >= 0:
-                track = self.tracks[r]
-                self._correct(track, points[c])
-                track.hits += 1
-                track.misses = 0
-                track.history.append(self.frame)
+        pairs = [(r, c) for c, r in enumerate(assigned) if r >= 0]
+        self._correct([self.tracks[r] for r, _ in pairs], points[[c for _, c in pairs]])
+        for r, _ in pairs:
+            track = self.tracks[r]
+            track.hits += 1
+            track.misses = 0
         survivors = []
         for r, track in enumerate(self.tracks):
             if r not in matched_tracks:
