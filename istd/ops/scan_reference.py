@@ -70,7 +70,7 @@ def selective_scan_ref(
         ...                        torch.randn(1, 8, 10))
     """
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    batch, dim, length = u.shape
+    batch, dim, _ = u.shape
     u = u.to(compute)
     dt = delta.to(compute)
     if delta_bias is not None:
@@ -86,9 +86,11 @@ def selective_scan_ref(
 
     h = u.new_zeros(batch, dim, A.shape[1])  # (B, D, N)
     ys = []
-    for t in range(length):
-        h = decay[..., t] * h + drive[..., t]
-        ys.append((h * Cx[..., t]).sum(-1))  # (B, D)
+    # unbind once: indexing [..., t] inside the loop would make autograd build a full-size
+    # gradient per step (quadratic in L)
+    for decay_t, drive_t, C_t in zip(decay.unbind(-1), drive.unbind(-1), Cx.unbind(-1)):
+        h = decay_t * h + drive_t  # (B, D, N)
+        ys.append((h * C_t).sum(-1))  # (B, D)
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)  # (B, D, L)
 
     if D is not None:

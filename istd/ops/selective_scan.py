@@ -18,8 +18,6 @@ from istd.ops.scan_reference import selective_scan_ref
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 _warned: set[str] = set()
-# The fused cpu kernel lands in a following commit; until then "auto" runs the reference.
-_CPU_KERNEL_READY = False
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -56,7 +54,7 @@ def resolve_backend(backend: str, u: Tensor) -> str:
             return "reference"
         if device == "cpu":
             if avail.HAS_NUMBA:
-                return "cpu" if _CPU_KERNEL_READY else "reference"
+                return "cpu"
             _warn_once(
                 "auto-cpu",
                 "numba is not installed, so the selective scan on CPU runs the slow reference "

@@ -1,0 +1,314 @@
+"""Fused CPU selective scan (Mamba S6): Numba kernels for the forward and the backward pass.
+
+Gu and Dao, "Mamba" (2023). The recurrence runs per (batch, channel) row, parallel over rows
+(forward) or over (batch, group, channel block) items (backward), with the N state lanes held
+in registers and vectorised. Nothing of size (B, D, L, N) is allocated: the forward keeps the
+state every ``CHUNK`` steps, and the backward recomputes each chunk's states from that
+checkpoint into a small buffer before walking it in reverse.
+
+Why the hand-written exp: Numba only vectorises ``np.exp`` through Intel SVML, which the
+current llvmlite no longer links (``numba -s``: "llvmlite Using SVML Patched LLVM: False", and
+installing ``icc_rt`` does not change that). A scalar libm call per state lane would make the
+scan several times slower than the C measuring stick, so ``_exp`` is a Cody-Waite range
+reduction with a degree-6 polynomial (relative error < 4e-7 over the float32 range) whose
+2^k scaling is built by a bit cast; LLVM vectorises it across the state lanes.
+
+The elementwise parts (``delta_bias`` + softplus before the scan, the ``silu(z)`` gate after it,
+fp16/bf16 -> float32 casts) run as vectorised PyTorch ops around the kernel; autograd
+differentiates them, so the kernels only handle ``u, dt, A, B, C, D``.
+
+Kernels are compiled on first use (``cache=True``: the machine code is cached on disk next to
+this file, or in ``NUMBA_CACHE_DIR``), so nothing is compiled at install time and no C
+compiler is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+from torch import Tensor
+
+CHUNK = 64  # steps between checkpoints: the backward buffers (CHUNK + 1, N) stay in L1
+_BACKWARD_ITEMS = 16  # aim for this many independent backward work items (load balance)
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):  # noqa: ARG001 (Numba intrinsic signature)
+    """Reinterpret the low 32 bits of an integer as a float32 (a bit cast, no conversion)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        if bits.bitwidth != 32:
+            value = builder.trunc(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+# float32 constants: Numba keeps module-level np.float32 values in float32 arithmetic,
+# whereas a Python float literal would promote the whole expression to float64.
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that k * ln2 is exact
+_LN2_LO = np.float32(-2.12194440e-4)
+_X_MIN = np.float32(-87.0)  # below: exp underflows to denormals; clamp to ~1.6e-38
+_X_MAX = np.float32(88.0)
+_HALF = np.float32(0.5)
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
+_P0 = np.float32(1.9875691500e-4)  # Taylor-like minimax coefficients of exp on |r| <= ln2/2
+_P1 = np.float32(1.3981999507e-3)
+_P2 = np.float32(8.3334519073e-3)
+_P3 = np.float32(4.1665795894e-2)
+_P4 = np.float32(1.6666665459e-1)
+_P5 = np.float32(5.0000001201e-1)
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def _exp(x):
+    """exp(x) in float32, written so that LLVM can vectorise it (no libm call)."""
+    x = min(max(x, _X_MIN), _X_MAX)
+    k = np.floor(x * _LOG2E + _HALF)
+    r = x - k * _LN2_HI
+    r = r - k * _LN2_LO
+    p = _P0
+    p = p * r + _P1
+    p = p * r + _P2
+    p = p * r + _P3
+    p = p * r + _P4
+    p = p * r + _P5
+    p = p * r * r + r + _ONE
+    return p * _bits_to_float32((np.int32(k) + 127) << 23)  # p * 2^k
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt):
+    """Forward scan.
+
+    u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
+    Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
+    chunk (written when ``save_ckpt``).
+    """
+    R, L = u.shape
+    dim, N = A.shape
+    G = Bm.shape[1]
+    per_group = dim // G
+    for r in prange(R):
+        b = r // dim
+        d = r % dim
+        g = d // per_group
+        a = A[d]
+        skip = Dv[d]
+        h = np.zeros(N, np.float32)
+        for t in range(L):
+            if save_ckpt and t % CHUNK == 0:
+                ckpt[r, t // CHUNK, :] = h
+            dtt = dt[r, t]
+            x = u[r, t]
+            dx = dtt * x
+            bt = Bm[b, g, t]
+            ct = Cm[b, g, t]
+            acc = _ZERO
+            for n in range(N):
+                hn = _exp(dtt * a[n]) * h[n] + dx * bt[n]
+                h[n] = hn
+                acc += hn * ct[n]
+            y[r, t] = acc + skip * x
+        last[r, :] = h
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _scan_bwd_kernel(
+    u, dt, A, Bm, Cm, Dv, gy, glast, ckpt, parts, du, ddt, dA_part, dD_part, dB_part, dC_part
+):
+    """Backward scan: gradients of the forward's y (and last state) w.r.t. u, dt, A, B, C, D.
+
+    gy: (R, L) gradient of y; glast: (R, N) gradient of the last state; ckpt as the forward's.
+    Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
+    gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
+    parts afterwards; dA_part (batch, dim, N) and dD_part (batch, dim), summed over batch.
+    du, ddt: (R, L).
+    """
+    R, L = u.shape
+    dim, N = A.shape
+    batch, G = Bm.shape[0], Bm.shape[1]
+    per_group = dim // G
+    per_part = (per_group + parts - 1) // parts
+    n_chunks = ckpt.shape[1]
+    for item in prange(batch * G * parts):
+        b = item // (G * parts)
+        g = (item // parts) % G
+        p = item % parts
+        hs = np.empty((CHUNK + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
+        decay = np.empty((CHUNK, N), np.float32)  # exp(dt A) at chunk step j
+        lam = np.empty(N, np.float32)  # dLoss/dh carried backwards (already times decay)
+        dA_acc = np.empty(N, np.float32)
+        d_start = g * per_group + p * per_part
+        d_stop = min(d_start + per_part, (g + 1) * per_group)
+        for d in range(d_start, d_stop):
+            r = b * dim + d
+            a = A[d]
+            skip = Dv[d]
+            lam[:] = glast[r]
+            dA_acc[:] = _ZERO
+            dD_acc = _ZERO
+            for c in range(n_chunks - 1, -1, -1):
+                t0 = c * CHUNK
+                t1 = min(t0 + CHUNK, L)
+                hs[0, :] = ckpt[r, c]
+                # recompute this chunk's states (and dC, which needs h_t)
+                for t in range(t0, t1):
+                    j = t - t0
+                    dtt = dt[r, t]
+                    dx = dtt * u[r, t]
+                    gyt = gy[r, t]
+                    bt = Bm[b, g, t]
+                    dc = dC_part[b, g, p, t]
+                    for n in range(N):
+                        da = _exp(dtt * a[n])
+                        hn = da * hs[j, n] + dx * bt[n]
+                        decay[j, n] = da
+                        hs[j + 1, n] = hn
+                        dc[n] += gyt * hn
+                # walk the chunk in reverse
+                for t in range(t1 - 1, t0 - 1, -1):
+                    j = t - t0
+                    dtt = dt[r, t]
+                    x = u[r, t]
+                    dx = dtt * x
+                    gyt = gy[r, t]
+                    bt = Bm[b, g, t]
+                    ct = Cm[b, g, t]
+                    db = dB_part[b, g, p, t]
+                    s_b = _ZERO  # sum_n lam B
+                    s_a = _ZERO  # sum_n lam A exp(dt A) h_{t-1}
+                    for n in range(N):
+                        lt = lam[n] + gyt * ct[n]
+                        db[n] += lt * dx
+                        s_b += lt * bt[n]
+                        w = lt * decay[j, n] * hs[j, n]
+                        dA_acc[n] += w * dtt
+                        s_a += w * a[n]
+                        lam[n] = lt * decay[j, n]
+                    du[r, t] = dtt * s_b + skip * gyt
+                    ddt[r, t] = s_a + x * s_b
+                    dD_acc += gyt * x
+            dA_part[b, d, :] = dA_acc
+            dD_part[b, d] = dD_acc
+
+
+def _sync_threads() -> None:
+    """Let ``torch.set_num_threads`` govern the Numba kernels as well."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _np(t: Tensor) -> np.ndarray:
+    """A contiguous float32 NumPy view of a CPU tensor (copying only when needed)."""
+    return t.detach().to(torch.float32).contiguous().numpy()
+
+
+def _backward_parts(batch: int, groups: int, per_group: int) -> int:
+    # fixed by the shapes, not the thread count, so results do not depend on the machine
+    return max(1, min(per_group, -(-_BACKWARD_ITEMS // (batch * groups))))
+
+
+class _SelectiveScanCPU(torch.autograd.Function):
+    """Core scan y = scan(u, dt, A, B, C) + D u on float32 CPU tensors, with its backward."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor):
+        # u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D (dim,)
+        batch, dim, L = u.shape
+        N, G = A.shape[1], B.shape[1]
+        u2, dt2 = _np(u).reshape(batch * dim, L), _np(dt).reshape(batch * dim, L)  # (R, L)
+        Bt = _np(B.transpose(2, 3))  # (batch, G, N, L) -> (batch, G, L, N)
+        Ct = _np(C.transpose(2, 3))  # (batch, G, N, L) -> (batch, G, L, N)
+        A2, D2 = _np(A), _np(D)
+        y = torch.empty(batch, dim, L)
+        last = torch.empty(batch, dim, N)
+        save = any(ctx.needs_input_grad)
+        n_chunks = -(-L // CHUNK) if save else 0
+        ckpt = np.empty((batch * dim, n_chunks, N), np.float32)  # (R, chunks, N)
+        _sync_threads()
+        _scan_fwd_kernel(
+            u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
+            last.numpy().reshape(batch * dim, N), ckpt, save,
+        )  # fmt: skip
+        if save:
+            # the inputs go through save_for_backward so that autograd notices in-place edits
+            ctx.save_for_backward(u, dt, A, D)
+            ctx.arrays = (Bt, Ct, ckpt)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, gy: Tensor | None, glast: Tensor | None):
+        u, dt, A, D = ctx.saved_tensors
+        Bt, Ct, ckpt = ctx.arrays
+        batch, dim, L = u.shape
+        R, N, G = batch * dim, A.shape[1], Bt.shape[1]
+        u2, dt2, A2, D2 = _np(u).reshape(R, L), _np(dt).reshape(R, L), _np(A), _np(D)
+        gy2 = np.zeros((R, L), np.float32) if gy is None else _np(gy).reshape(R, L)
+        gl2 = np.zeros((R, N), np.float32) if glast is None else _np(glast).reshape(R, N)
+        parts = _backward_parts(batch, G, dim // G)
+        du = torch.empty(batch, dim, L)
+        ddt = torch.empty(batch, dim, L)
+        dA_part = torch.empty(batch, dim, N)
+        dD_part = torch.empty(batch, dim)
+        dB_part = torch.zeros(batch, G, parts, L, N)
+        dC_part = torch.zeros(batch, G, parts, L, N)
+        _sync_threads()
+        _scan_bwd_kernel(
+            u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts,
+            du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
+            dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
+        )  # fmt: skip
+        dB = dB_part.sum(2).transpose(2, 3)  # (batch, G, P, L, N) -> (batch, G, N, L)
+        dC = dC_part.sum(2).transpose(2, 3)  # (batch, G, P, L, N) -> (batch, G, N, L)
+        del ctx.arrays
+        return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
+
+
+def selective_scan_cpu(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan on CPU tensors with the fused Numba kernels (shapes are not re-checked).
+
+    Args: as :func:`istd.ops.selective_scan` (which validates them and calls this).
+
+    Returns:
+        y (B, D, L) float32, and the last state (B, D, N) float32 when ``return_last_state``.
+    """
+    dim = u.shape[1]
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[:, None]  # (D,) -> (D, 1) broadcast over L
+    if delta_softplus:
+        dt = F.softplus(dt)
+    B4 = B.float() if B.dim() == 4 else B.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
+    C4 = C.float() if C.dim() == 4 else C.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
+    if B4.shape[1] != C4.shape[1]:  # the kernel indexes both by one group id
+        groups = math.lcm(B4.shape[1], C4.shape[1])  # divides dim, as both counts do
+        B4 = B4.repeat_interleave(groups // B4.shape[1], dim=1)  # (B, G, N, L)
+        C4 = C4.repeat_interleave(groups // C4.shape[1], dim=1)  # (B, G, N, L)
+    Dv = D.float() if D is not None else u.new_zeros(dim, dtype=torch.float32)
+    y, last = _SelectiveScanCPU.apply(u.float(), dt, A.float(), B4, C4, Dv)
+    if z is not None:
+        y = y * F.silu(z.float())
+    return (y, last) if return_last_state else y

@@ -1,0 +1,103 @@
+"""The fused Numba `cpu` backend against the reference: outputs, last state, every gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from istd.ops import available_backends, selective_scan, selective_scan_ref
+
+pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="numba not installed")
+
+
+@pytest.mark.parametrize("L", [1, 2, 7, 64, 1000, 4099])
+@pytest.mark.parametrize("groups", [None, 3])
+def test_matches_reference_for_all_lengths(scan_inputs, scan_check, L: int, groups) -> None:
+    # dim 6 and N 5 are multiples of no block or lane width
+    scan_check("cpu", scan_inputs(2, 6, 5, L, groups, seed=L))
+
+
+@pytest.mark.parametrize(
+    ("groups", "options"),
+    [
+        (None, dict(D=False, z=False, bias=False)),
+        (1, dict(D=True, z=False, bias=True)),
+        (2, dict(D=False, z=True, bias=False)),
+        (6, dict(D=True, z=True, bias=True)),
+    ],
+)
+@pytest.mark.parametrize("softplus", [False, True])
+def test_optional_inputs_and_groupings(scan_inputs, scan_check, groups, options, softplus) -> None:
+    x = scan_inputs(3, 6, 16, 130, groups, **options)
+    if not softplus:  # keep dt positive without the softplus
+        x["delta"] = x["delta"].abs() * 0.1
+        if x["delta_bias"] is not None:
+            x["delta_bias"] = torch.nn.functional.softplus(x["delta_bias"])
+    scan_check("cpu", x, softplus=softplus, last_state=softplus)
+
+
+def test_mixed_grouping_of_B_and_C(scan_inputs, scan_check) -> None:
+    x = scan_inputs(2, 6, 4, 33, groups=2)
+    x["C"] = torch.randn(2, 3, 4, 33, dtype=torch.float64)
+    scan_check("cpu", x)
+
+
+@pytest.mark.parametrize(("dtype", "grad_tol"), [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
+def test_half_precision_inputs_compute_in_float32(scan_inputs, scan_check, dtype, grad_tol) -> None:
+    # the reference sees the same rounded values, so the forward still meets 1e-4; gradients
+    # are rounded back to the input dtype, hence the per-dtype gradient tolerance
+    x = scan_inputs(2, 4, 16, 50, groups=2)
+    scan_check("cpu", x, prepare=lambda t: t.to(dtype), grad_tol=grad_tol)
+
+
+def test_huge_batch_of_short_sequences(scan_inputs, scan_check) -> None:
+    # MiM-ISTD's inner (word) scan: many sentences of L = 16
+    scan_check("cpu", scan_inputs(300, 8, 16, 16, groups=4))
+
+
+def test_same_inputs_give_identical_results(scan_inputs) -> None:
+    x = scan_inputs(2, 8, 16, 300, groups=2)
+    runs = []
+    for _ in range(2):
+        leaves = {k: v.float().requires_grad_() for k, v in x.items() if v is not None}
+        y, last = selective_scan(
+            **leaves, delta_softplus=True, return_last_state=True, backend="cpu"
+        )
+        (y.square().sum() + last.sum()).backward()
+        runs.append([y.detach(), last.detach(), *(v.grad for v in leaves.values())])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_auto_picks_cpu_for_cpu_tensors(scan_inputs) -> None:
+    x = {k: v.float() for k, v in scan_inputs(1, 4, 8, 20).items() if v is not None}
+    torch.testing.assert_close(
+        selective_scan(**x, delta_softplus=True, backend="auto"),
+        selective_scan(**x, delta_softplus=True, backend="cpu"),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_no_grad_forward_matches(scan_inputs) -> None:
+    x = {k: v.float() for k, v in scan_inputs(2, 4, 16, 200, groups=2).items() if v is not None}
+    with torch.no_grad():
+        y = selective_scan(**x, delta_softplus=True, backend="cpu")
+    want = selective_scan_ref(**x, delta_softplus=True)
+    assert (y - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+@pytest.mark.slow
+def test_very_long_sequence_is_finite_and_matches(scan_inputs) -> None:
+    L = 65_536
+    x = {k: v.float() for k, v in scan_inputs(1, 4, 16, L, groups=2).items() if v is not None}
+    leaves = {k: v.requires_grad_() for k, v in x.items()}
+    y, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend="cpu")
+    assert torch.isfinite(y).all() and torch.isfinite(last).all()
+    (y.sum() + last.sum()).backward()
+    for k, v in leaves.items():
+        assert torch.isfinite(v.grad).all(), k
+    with torch.no_grad():
+        want = selective_scan_ref(**x, delta_softplus=True)
+    err = ((y.detach() - want).abs().max() / want.abs().max()).item()
+    assert err <= 1e-4, f"L=65536 forward relative error {err:.3g}"
