@@ -102,7 +102,8 @@ class Predictor:
         device: torch device string, e.g. "cpu" or "cuda:0".
         threshold: probability above which a pixel is target, in (0, 1).
         tile: frames with a side longer than this are predicted in tiles of this size.
-        overlap: pixels shared by neighbouring tiles, blended linearly.
+        overlap: pixels shared by neighbouring tiles, blended linearly; min(64, tile // 4)
+            when omitted.
         batch_size: frames (or tiles) per forward pass.
 
     Raises:
@@ -123,7 +124,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         threshold: float = 0.5,
         tile: int = 1024,
-        overlap: int = 64,
+        overlap: int | None = None,
         batch_size: int = 8,
     ) -> None:
         if weights is not None and model is not None:
@@ -132,6 +133,7 @@ class Predictor:
             raise ConfigError(f"threshold must lie in (0, 1), got {threshold}")
         if tile < 16:
             raise ConfigError(f"tile must be >= 16 pixels, got {tile}")
+        overlap = min(64, tile // 4) if overlap is None else overlap
         if not 0 <= overlap < tile // 2:
             raise ConfigError(f"overlap must lie in [0, tile / 2), got {overlap} for tile {tile}")
         if batch_size < 1:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from istd.engine.predict import Predictor, _ramp, _tile_starts
-from istd.errors import ConfigError, DataError
+from istd.errors import BackendError, ConfigError, DataError
 
 
 class BrightSpot(nn.Module):
@@ -102,6 +102,13 @@ def test_tile_helpers() -> None:
 def test_bad_input_raises(bad: np.ndarray, match: str) -> None:
     with pytest.raises(DataError, match=match):
         Predictor(model=BrightSpot())(bad)
+
+
+def test_overlap_follows_small_tiles_and_bad_device() -> None:
+    assert Predictor(model=BrightSpot(), tile=100).overlap == 25
+    assert Predictor(model=BrightSpot()).overlap == 64
+    with pytest.raises(BackendError, match="not-a-device"):
+        Predictor(model=BrightSpot(), device="not-a-device")
 
 
 def test_mixed_sizes_in_batch_raise() -> None:
