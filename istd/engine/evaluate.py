@@ -118,7 +118,14 @@ class _WorstImages:
         self._heap: list[tuple[tuple[float, float], int, GalleryItem]] = []
         self._count = 0
 
-    def __call__(self, image_id, image, prob, gt, record) -> None:  # type: ignore[no-untyped-def]
+    def __call__(
+        self,
+        image_id: str,
+        image: np.ndarray,  # (H, W)
+        prob: np.ndarray,  # (H, W)
+        gt: np.ndarray,  # (H, W) bool
+        record: dict[str, Any],
+    ) -> None:
         if self.k <= 0:
             return
         errors = (record["targets"] - record["detected"]) + record["false_alarm_objects"]
