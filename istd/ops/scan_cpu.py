@@ -227,7 +227,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor):
         # u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D (dim,)
         batch, dim, L = u.shape
-        N, G = A.shape[1], B.shape[1]
+        N = A.shape[1]
         u2, dt2 = _np(u).reshape(batch * dim, L), _np(dt).reshape(batch * dim, L)  # (R, L)
         Bt = _np(B.transpose(2, 3))  # (batch, G, N, L) -> (batch, G, L, N)
         Ct = _np(C.transpose(2, 3))  # (batch, G, N, L) -> (batch, G, L, N)

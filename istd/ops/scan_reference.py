@@ -88,7 +88,9 @@ def selective_scan_ref(
     ys = []
     # unbind once: indexing [..., t] inside the loop would make autograd build a full-size
     # gradient per step (quadratic in L)
-    for decay_t, drive_t, C_t in zip(decay.unbind(-1), drive.unbind(-1), Cx.unbind(-1)):
+    for decay_t, drive_t, C_t in zip(
+        decay.unbind(-1), drive.unbind(-1), Cx.unbind(-1), strict=True
+    ):
         h = decay_t * h + drive_t  # (B, D, N)
         ys.append((h * C_t).sum(-1))  # (B, D)
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)  # (B, D, L)
