@@ -378,9 +378,10 @@ def predict_paths(
         IstdError: no inputs, bad options, or missing weights (before any input is read).
     """
     k_of_n = parse_shard(shard)
-    items = assign_keys(
-        expand_inputs(paths, recursive=recursive, glob=glob, sequence=sequence, stdin=stdin)
-    )
+    found = expand_inputs(paths, recursive=recursive, glob=glob, sequence=sequence, stdin=stdin)
+    # Outputs of an earlier run inside an input folder are not inputs.
+    out_dir = Path(out).resolve()
+    items = assign_keys([i for i in found if not i.path.resolve().is_relative_to(out_dir)])
     if not items:
         raise DataError(
             f"no images or videos found in {', '.join(map(str, paths)) or 'the inputs'}"

@@ -196,3 +196,14 @@ def test_video_and_eval_video(tmp_path: Path) -> None:
         app, ["eval-video", str(tmp_path / "clip.mp4"), "--labels", str(slot), "--model", "tophat"]
     )
     assert result.exit_code == 1 and "UNALIGNED" in result.output
+
+
+def test_out_inside_input_folder_is_not_read_back(tmp_path: Path) -> None:
+    src = _images(tmp_path / "in")
+    out = src / "pred"
+    args = ["predict", str(src), "--out", str(out), "--model", "tophat", "--recursive"]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == 3 and summary["skipped"] == 3
