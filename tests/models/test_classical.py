@@ -167,3 +167,85 @@ def test_real_nuaa_image_detects_its_target(name: str, nuaa_sirst) -> None:
     prob = _probability(build_model(name).to(DEVICE), image.astype(np.float32) / 255.0)
     assert prob.shape == mask.shape
     assert (prob[mask] > 0.5).any(), f"{name} missed the target of Misc_1"
+
+
+def _write_synthetic_dataset(root) -> None:
+    """images/ + masks/ folder with two 60 x 70 frames, one 3 x 3 target each."""
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(2):
+        image = np.full((60, 70), 80, np.uint8)
+        mask = np.zeros_like(image)
+        image[20 + 10 * i : 23 + 10 * i, 40:43] = 200
+        mask[20 + 10 * i : 23 + 10 * i, 40:43] = 255
+        cv2.imwrite(str(root / "images" / f"s{i}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"s{i}.png"), mask)
+
+
+def test_cli_predict_with_weight_free_model(tmp_path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from istd.cli import app
+
+    _write_synthetic_dataset(tmp_path / "ds")
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "ds" / "images" / "s0.png"),
+            "--out",
+            str(out),
+            "--model",
+            "tophat",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    detections = pd.read_csv(out / "detections.csv")
+    assert len(detections) == 1
+    assert (detections.cx[0], detections.cy[0]) == (41.0, 21.0)
+
+
+def test_cli_eval_compares_weight_free_models(tmp_path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from istd.cli import app
+
+    _write_synthetic_dataset(tmp_path / "ds")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            "mpcm",
+            "--compare",
+            "tophat",
+            "--data",
+            str(tmp_path / "ds"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table.model) == ["mpcm", "tophat"]
+    assert (table["Pd (%)"] == 100.0).all()
+
+
+def test_hub_rebuilds_weight_free_models(tmp_path) -> None:
+    from istd.models.hub import from_pretrained, save_pretrained
+
+    image, _ = _frame_with_target()
+    for name in CLASSICAL_MODELS:
+        built = from_pretrained(name)
+        assert built.model_name == name and built.config == build_model(name).config
+        tuned = build_model(name, k=5.0)
+        folder = save_pretrained(tuned, tmp_path / name)
+        reloaded = from_pretrained(folder)
+        assert reloaded.config == tuned.config
+        np.testing.assert_array_equal(_probability(reloaded, image), _probability(tuned, image))
