@@ -37,6 +37,7 @@ from torch import Tensor
 
 CHUNK = 64  # steps between checkpoints: the backward buffers (CHUNK + 1, N) stay in L1
 _BACKWARD_ITEMS = 16  # aim for this many independent backward work items (load balance)
+_MAX_BLOCKS = 256  # parallel blocks per call: enough for load balance, few scratch allocations
 
 
 @intrinsic
@@ -90,119 +91,136 @@ def _exp(x):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt):
+def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
     """Forward scan.
 
     u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
     Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
-    chunk (written when ``save_ckpt``).
+    chunk (written when ``save_ckpt``). Rows are split into ``n_blocks`` parallel blocks so that
+    scratch memory is allocated per block, not per row (MiM-ISTD's word scans have ~10^5 rows
+    of 16 steps).
     """
     R, L = u.shape
     dim, N = A.shape
-    G = Bm.shape[1]
-    per_group = dim // G
-    for r in prange(R):
-        b = r // dim
-        d = r % dim
-        g = d // per_group
-        a = A[d]
-        skip = Dv[d]
-        h = np.zeros(N, np.float32)
-        for t in range(L):
-            if save_ckpt and t % CHUNK == 0:
-                ckpt[r, t // CHUNK, :] = h
-            dtt = dt[r, t]
-            x = u[r, t]
-            dx = dtt * x
-            bt = Bm[b, g, t]
-            ct = Cm[b, g, t]
-            acc = _ZERO
+    per_group = dim // Bm.shape[1]
+    n_chunks = (L + CHUNK - 1) // CHUNK
+    per_block = (R + n_blocks - 1) // n_blocks
+    for blk in prange(n_blocks):
+        h = np.empty(N, np.float32)
+        for r in range(blk * per_block, min(R, blk * per_block + per_block)):
+            b = r // dim
+            d = r % dim
+            g = d // per_group
+            skip = Dv[d]
             for n in range(N):
-                hn = _exp(dtt * a[n]) * h[n] + dx * bt[n]
-                h[n] = hn
-                acc += hn * ct[n]
-            y[r, t] = acc + skip * x
-        last[r, :] = h
+                h[n] = _ZERO
+            for c in range(n_chunks):
+                if save_ckpt:
+                    for n in range(N):
+                        ckpt[r, c, n] = h[n]
+                for t in range(c * CHUNK, min(c * CHUNK + CHUNK, L)):
+                    dtt = dt[r, t]
+                    x = u[r, t]
+                    dx = dtt * x
+                    # the update and the C contraction are separate loops: a reduction in
+                    # the exp loop makes LLVM interleave it past N = 16 lanes, unvectorised
+                    for n in range(N):
+                        h[n] = _exp(dtt * A[d, n]) * h[n] + dx * Bm[b, g, t, n]
+                    acc = _ZERO
+                    for n in range(N):
+                        acc += h[n] * Cm[b, g, t, n]
+                    y[r, t] = acc + skip * x
+            for n in range(N):
+                last[r, n] = h[n]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _scan_bwd_kernel(
-    u, dt, A, Bm, Cm, Dv, gy, glast, ckpt, parts, du, ddt, dA_part, dD_part, dB_part, dC_part
-):
+    u, dt, A, Bm, Cm, Dv, gy, glast, ckpt, parts, n_blocks,
+    du, ddt, dA_part, dD_part, dB_part, dC_part,
+):  # fmt: skip
     """Backward scan: gradients of the forward's y (and last state) w.r.t. u, dt, A, B, C, D.
 
     gy: (R, L) gradient of y; glast: (R, N) gradient of the last state; ckpt as the forward's.
     Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
     gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
     parts afterwards; dA_part (batch, dim, N) and dD_part (batch, dim), summed over batch.
-    du, ddt: (R, L).
+    du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
+    chunk loop is outermost, so the item's dB/dC rows of one chunk stay in L1 while each of
+    its channels adds to them.
     """
-    R, L = u.shape
+    L = u.shape[1]
     dim, N = A.shape
     batch, G = Bm.shape[0], Bm.shape[1]
     per_group = dim // G
     per_part = (per_group + parts - 1) // parts
     n_chunks = ckpt.shape[1]
-    for item in prange(batch * G * parts):
-        b = item // (G * parts)
-        g = (item // parts) % G
-        p = item % parts
+    n_items = batch * G * parts
+    per_block = (n_items + n_blocks - 1) // n_blocks
+    for blk in prange(n_blocks):
         hs = np.empty((CHUNK + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
         decay = np.empty((CHUNK, N), np.float32)  # exp(dt A) at chunk step j
-        lam = np.empty(N, np.float32)  # dLoss/dh carried backwards (already times decay)
-        dA_acc = np.empty(N, np.float32)
-        d_start = g * per_group + p * per_part
-        d_stop = min(d_start + per_part, (g + 1) * per_group)
-        for d in range(d_start, d_stop):
-            r = b * dim + d
-            a = A[d]
-            skip = Dv[d]
-            lam[:] = glast[r]
-            dA_acc[:] = _ZERO
-            dD_acc = _ZERO
+        lam = np.empty((per_part, N), np.float32)  # dLoss/dh carried back, times decay
+        dA_acc = np.empty((per_part, N), np.float32)
+        dD_acc = np.empty(per_part, np.float32)
+        for item in range(blk * per_block, min(n_items, blk * per_block + per_block)):
+            b = item // (G * parts)
+            g = (item // parts) % G
+            p = item % parts
+            d_start = g * per_group + p * per_part
+            n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
+            for k in range(n_d):
+                for n in range(N):
+                    lam[k, n] = glast[b * dim + d_start + k, n]
+                    dA_acc[k, n] = _ZERO
+                dD_acc[k] = _ZERO
             for c in range(n_chunks - 1, -1, -1):
                 t0 = c * CHUNK
-                t1 = min(t0 + CHUNK, L)
-                hs[0, :] = ckpt[r, c]
-                # recompute this chunk's states (and dC, which needs h_t)
-                for t in range(t0, t1):
-                    j = t - t0
-                    dtt = dt[r, t]
-                    dx = dtt * u[r, t]
-                    gyt = gy[r, t]
-                    bt = Bm[b, g, t]
-                    dc = dC_part[b, g, p, t]
+                T = min(CHUNK, L - t0)
+                for k in range(n_d):
+                    d = d_start + k
+                    r = b * dim + d
                     for n in range(N):
-                        da = _exp(dtt * a[n])
-                        hn = da * hs[j, n] + dx * bt[n]
-                        decay[j, n] = da
-                        hs[j + 1, n] = hn
-                        dc[n] += gyt * hn
-                # walk the chunk in reverse
-                for t in range(t1 - 1, t0 - 1, -1):
-                    j = t - t0
-                    dtt = dt[r, t]
-                    x = u[r, t]
-                    dx = dtt * x
-                    gyt = gy[r, t]
-                    bt = Bm[b, g, t]
-                    ct = Cm[b, g, t]
-                    db = dB_part[b, g, p, t]
-                    s_b = _ZERO  # sum_n lam B
-                    s_a = _ZERO  # sum_n lam A exp(dt A) h_{t-1}
-                    for n in range(N):
-                        lt = lam[n] + gyt * ct[n]
-                        db[n] += lt * dx
-                        s_b += lt * bt[n]
-                        w = lt * decay[j, n] * hs[j, n]
-                        dA_acc[n] += w * dtt
-                        s_a += w * a[n]
-                        lam[n] = lt * decay[j, n]
-                    du[r, t] = dtt * s_b + skip * gyt
-                    ddt[r, t] = s_a + x * s_b
-                    dD_acc += gyt * x
-            dA_part[b, d, :] = dA_acc
-            dD_part[b, d] = dD_acc
+                        hs[0, n] = ckpt[r, c, n]
+                    # recompute the chunk's states; dC needs h_t
+                    for j in range(T):
+                        t = t0 + j
+                        dtt = dt[r, t]
+                        dx = dtt * u[r, t]
+                        gyt = gy[r, t]
+                        for n in range(N):
+                            da = _exp(dtt * A[d, n])
+                            hn = da * hs[j, n] + dx * Bm[b, g, t, n]
+                            decay[j, n] = da
+                            hs[j + 1, n] = hn
+                            dC_part[b, g, p, t, n] += gyt * hn
+                    # walk the chunk in reverse: lam_t = gy_t C_t + exp(dt_{t+1} A) lam_{t+1}
+                    skip = Dv[d]
+                    dd = _ZERO
+                    for j in range(T - 1, -1, -1):
+                        t = t0 + j
+                        dtt = dt[r, t]
+                        x = u[r, t]
+                        dx = dtt * x
+                        gyt = gy[r, t]
+                        s_b = _ZERO  # sum_n lam B
+                        s_a = _ZERO  # sum_n lam A exp(dt A) h_{t-1}
+                        for n in range(N):
+                            lt = lam[k, n] + gyt * Cm[b, g, t, n]
+                            dB_part[b, g, p, t, n] += lt * dx
+                            s_b += lt * Bm[b, g, t, n]
+                            w = lt * decay[j, n] * hs[j, n]
+                            dA_acc[k, n] += w * dtt
+                            s_a += w * A[d, n]
+                            lam[k, n] = lt * decay[j, n]
+                        du[r, t] = dtt * s_b + skip * gyt
+                        ddt[r, t] = s_a + x * s_b
+                        dd += gyt * x
+                    dD_acc[k] += dd
+            for k in range(n_d):
+                for n in range(N):
+                    dA_part[b, d_start + k, n] = dA_acc[k, n]
+                dD_part[b, d_start + k] = dD_acc[k]
 
 
 def _sync_threads() -> None:
@@ -240,7 +258,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         _sync_threads()
         _scan_fwd_kernel(
             u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
-            last.numpy().reshape(batch * dim, N), ckpt, save,
+            last.numpy().reshape(batch * dim, N), ckpt, save, min(batch * dim, _MAX_BLOCKS),
         )  # fmt: skip
         if save:
             # the inputs go through save_for_backward so that autograd notices in-place edits
@@ -266,7 +284,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dC_part = torch.zeros(batch, G, parts, L, N)
         _sync_threads()
         _scan_bwd_kernel(
-            u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts,
+            u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, min(batch * G * parts, _MAX_BLOCKS),
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
         )  # fmt: skip
