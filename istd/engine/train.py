@@ -387,10 +387,18 @@ def fit(
     info = init_distributed(dev)
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)
+    # Process-wide torch settings the run changes; put back for the caller (tests, notebooks).
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     try:
         cfg = prepare_work_dir(config, Path(work_dir), resume, load_from, info.is_main, barrier)
         return _run(cfg, Path(work_dir), resume, load_from, amp, dev, info, reporter or Reporter())
     finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         cleanup()
 
 

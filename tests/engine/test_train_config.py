@@ -103,3 +103,37 @@ def test_shipped_configs_load_and_round_trip() -> None:
         cfg = load_config(name)
         again = config_from_dict(yaml.safe_load(save_config(cfg)))
         assert again == cfg
+
+
+def test_shipped_models_are_registered() -> None:
+    from istd.engine.config import shipped_configs
+    from istd.models import list_models
+
+    for name in shipped_configs():
+        assert load_config(name).model.name in list_models(), name
+
+
+def test_shipped_splits_on_the_real_datasets(nuaa_sirst: Path, nudt_sirst: Path) -> None:
+    from istd.engine.train import split_samples
+
+    train, val = split_samples(load_config("mim-istd_nuaa-sirst", [f"data.root={nuaa_sirst}"]))
+    assert (len(train), len(val)) == (256, 85)  # idx_427 train / val; test never touched
+    train, val = split_samples(load_config("mim-istd_nudt-sirst", [f"data.root={nudt_sirst}"]))
+    assert (len(train), len(val)) == (663 - 67, 67)  # 10 % of 50_50/train held out
+    test_ids = set((nudt_sirst / "50_50" / "test.txt").read_text().split())
+    assert not test_ids & {s.id for s in train + val}
+
+
+def test_default_root_resolves_against_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nuaa_sirst: Path
+) -> None:
+    from istd.engine.train import split_samples
+
+    checkout_data = (
+        Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "NUAA-SIRST"
+    )
+    if not checkout_data.is_dir():
+        pytest.skip(f"{checkout_data} absent: the shipped default root points there")
+    monkeypatch.chdir(tmp_path)  # the shipped relative root does not exist from here
+    train, _ = split_samples(load_config("mim-istd_nuaa-sirst"))
+    assert len(train) == 256
