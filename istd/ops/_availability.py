@@ -6,6 +6,7 @@ missing package is reported where a backend is asked for, naming the package to 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -19,14 +20,11 @@ except ImportError as exc:  # the cpu backend needs numba
     HAS_NUMBA = False
     NUMBA_IMPORT_ERROR = str(exc)
 
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-    TRITON_IMPORT_ERROR: str | None = None
-except ImportError as exc:  # the triton backend needs triton
-    HAS_TRITON = False
-    TRITON_IMPORT_ERROR = str(exc)
+# triton is located, not imported: importing it fixes TRITON_INTERPRET for the whole process
+# (its standard library is decorated then) and costs a second at `import istd`. The backend
+# modules import it for real, and the dispatcher turns an ImportError there into BackendError.
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+TRITON_IMPORT_ERROR: str | None = None if HAS_TRITON else "No module named 'triton'"
 
 
 def triton_interpreter() -> bool:

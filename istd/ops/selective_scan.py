@@ -142,7 +142,9 @@ def selective_scan(
 
         return selective_scan_cpu(*args)
     if name == "triton":
-        from istd.ops.triton.scan import selective_scan_triton
-
+        try:
+            from istd.ops.triton.scan import selective_scan_triton
+        except ImportError as exc:
+            raise BackendError(f"scan backend 'triton' failed to import ({exc})") from exc
         return selective_scan_triton(*args)
     return selective_scan_ref(*args)

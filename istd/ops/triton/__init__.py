@@ -1,0 +1,1 @@
+"""Triton kernels for the selective scan on CUDA tensors (imported only when triton is)."""
