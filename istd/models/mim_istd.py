@@ -94,6 +94,9 @@ class MiMISTD(nn.Module, HubMixin):
             "norm_std", torch.tensor(c.norm_std, **dd).view(1, -1, 1, 1), persistent=False
         )
         self.pad_multiple = 8 * 2 ** (S - 1)  # H/8 sentence grid, halved S - 1 times
+        # Token maps reach the convs as channels_last views; channels_last conv weights spare
+        # oneDNN a weight reorder on every call.
+        self.to(memory_format=torch.channels_last)
 
     def set_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         """Set the input normalisation (training calls this with its training-split statistics)."""

@@ -119,28 +119,40 @@ class SS2D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, H, W, d) tokens. Returns (B, H, W, d)."""
         Bt, H, W, _ = x.shape
-        L, K, Cd, N, R = H * W, self.K, self.d_dir, self.d_state, self.dt_rank
-        x, z = self.in_proj(x).chunk(2, dim=-1)  # 2 x (B, H, W, 2d)
-        x = F.silu(self.conv(x.permute(0, 3, 1, 2)))  # (B, 2d, H, W), channels_last memory
+        L, K, Cd, N, Di, R = H * W, self.K, self.d_dir, self.d_state, self.d_inner, self.dt_rank
+        w_in = self.in_proj.weight  # (2*2d, d); two calls keep x and z contiguous
+        z = F.linear(x, w_in[Di:])  # (B, H, W, 2d)
+        x = F.linear(x, w_in[:Di])  # (B, H, W, 2d)
+        x = F.silu(self.conv(x.permute(0, 3, 1, 2)))  # (B, 2d, H, W) in channels_last memory
+        # Every direction's input in its scan order, one gather: (B, K, C', L).
         order = self._order(H, W)
-        xs = order.scan(x.contiguous()).contiguous()  # (B, K, C', L)
-        x_dbl = torch.matmul(
-            self.x_proj_weight, xs
-        )  # (K, R+2N, C') @ (B, K, C', L) -> (B, K, R+2N, L)
+        index = order.index.to(x.device).view(1, K, 1, L)  # (1, K, 1, L)
+        u_src = x.reshape(Bt, Di, L)  # (B, 2d, L) channel-major (one copy from channels_last)
+        u_src = (
+            u_src.view(Bt, K, Cd, L) if order.grouped else u_src.unsqueeze(1).expand(Bt, K, Di, L)
+        )
+        u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
+        # Per-direction projections; einsum picks the GEMM layout (few big or many small).
+        x_dbl = torch.einsum("kec,bkcl->bkel", self.x_proj_weight, u)  # (B, K, R+2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)  # (B, K, R|N|N, L)
-        dts = torch.matmul(self.dt_proj_weight, dts)  # (K, C', R) @ (B, K, R, L) -> (B, K, C', L)
+        dt = torch.einsum("kcr,bkrl->bkcl", self.dt_proj_weight, dts)  # (B, K, C', L)
         y = selective_scan(
-            xs.view(Bt, K * Cd, L),
-            dts.view(Bt, K * Cd, L),
+            u.view(Bt, K * Cd, L),
+            dt.view(Bt, K * Cd, L),
             -torch.exp(self.A_log),  # (K*C', N)
-            Bs.contiguous(),  # (B, K, N, L): group k serves direction k's C' channels
-            Cs.contiguous(),
+            Bs,  # (B, K, N, L): group k serves direction k's C' channels
+            Cs,
             self.D,
             delta_bias=self.dt_proj_bias.view(-1),
             delta_softplus=True,
             backend=self.backend,
         )  # (B, K*C', L) float32
-        y = order.merge(y.view(Bt, K, Cd, L).to(x.dtype))  # (B, 2d, H, W)
+        inverse = order.inverse.to(x.device).view(1, K, 1, L)
+        y = torch.gather(
+            y.view(Bt, K, Cd, L).to(x.dtype), 3, inverse.expand(Bt, K, Cd, L)
+        )  # grid order
+        y = y.reshape(Bt, Di, L) if order.grouped else y.sum(1)  # (B, 2d, L)
+        y = y.view(Bt, Di, H, W)
         if self.affinity is not None:
             y = self.affinity(y)
         y = self.out_norm(y.permute(0, 2, 3, 1)) * F.silu(z)  # (B, H, W, 2d)
