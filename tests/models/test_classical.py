@@ -158,15 +158,20 @@ def test_bad_input_raises_data_error(x: torch.Tensor, match: str) -> None:
 
 
 @pytest.mark.parametrize("name", CLASSICAL_MODELS)
-def test_real_nuaa_image_detects_its_target(name: str, nuaa_sirst) -> None:
-    import cv2
+def test_real_nuaa_train_images_detected_with_few_false_alarms(name: str, nuaa_sirst) -> None:
+    from istd.data import open_dataset, read_image, read_mask
+    from istd.metrics import Metrics
 
-    # Misc_1 (a train-split image, not test): one aircraft against the sky.
-    image = cv2.imread(str(nuaa_sirst / "images" / "Misc_1.png"), cv2.IMREAD_GRAYSCALE)
-    mask = cv2.imread(str(nuaa_sirst / "masks" / "Misc_1_pixels0.png"), cv2.IMREAD_GRAYSCALE) > 0
-    prob = _probability(build_model(name).to(DEVICE), image.astype(np.float32) / 255.0)
-    assert prob.shape == mask.shape
-    assert (prob[mask] > 0.5).any(), f"{name} missed the target of Misc_1"
+    # The first 12 train-split images (tuning used val, the reported table uses test).
+    model = build_model(name).to(DEVICE)
+    metrics = Metrics(keep_per_image=False)
+    for sample in open_dataset(nuaa_sirst).samples("train", limit=12):
+        prob = _probability(model, read_image(sample.image_path))
+        metrics.update(prob, read_mask(sample.mask_path), image_id=sample.id)
+    result = metrics.compute()
+    # Measured with the tuned defaults: Pd 0.83 / 1.0 / 1.0, Fa 1.2e-6 / 4.8e-6 / 4.8e-5.
+    assert result["pd"] >= 0.75, f"{name}: {result}"
+    assert result["fa"] < 1e-4, f"{name}: {result}"
 
 
 def _write_synthetic_dataset(root) -> None:
