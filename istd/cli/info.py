@@ -1,7 +1,96 @@
-"""CLI commands (placeholder until the owning issue lands)."""
+"""`istd info MODEL`: parameters, FLOPs, latency and peak memory of a model on this machine."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Annotated
 
 import typer
+from rich.table import Table
+
+from istd.cli._options import cli_errors, console
+from istd.models.info import model_info, parse_size
+
+
+class ScanBackend(str, Enum):
+    """Selective-scan backends accepted by ``--scan-backend``."""
+
+    auto = "auto"
+    reference = "reference"
+    cpu = "cpu"
+    triton = "triton"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `istd info` to the root app."""
+
+    @app.command("info")
+    @cli_errors
+    def info(
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="Registry name (e.g. mim-istd, mim-istd-s, tophat; random weights) or a "
+                "weights folder / named weights.",
+                show_default=False,
+            ),
+        ],
+        size: Annotated[str, typer.Option(help="Input size HxW (batch 1).")] = "512x512",
+        threads: Annotated[
+            int | None, typer.Option(help="Torch CPU threads (default: torch's choice).")
+        ] = None,
+        runs: Annotated[int, typer.Option(help="Timed forwards after one warm-up.")] = 5,
+        device: Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")] = "cpu",
+        scan_backend: Annotated[
+            ScanBackend | None, typer.Option(help="Override the model's selective-scan backend.")
+        ] = None,
+        no_timing: Annotated[
+            bool, typer.Option("--no-timing", help="Only count parameters and FLOPs.")
+        ] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print JSON instead of a table.")
+        ] = False,
+    ) -> None:
+        """Show a model's parameters, FLOPs (scan included), latency and peak memory here."""
+        hw = parse_size(size)
+        with console.status(f"measuring {model} at {hw[0]}x{hw[1]} ...", spinner="dots"):
+            result = model_info(
+                model,
+                hw,
+                device=device,
+                threads=threads,
+                runs=runs,
+                measure=not no_timing,
+                scan_backend=scan_backend.value if scan_backend else None,
+            )
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+            return
+        table = Table(title=f"{result.model}", title_justify="left", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("source", result.source)
+        table.add_row("parameters", f"{result.parameters:,} ({result.parameters / 1e6:.2f} M)")
+        table.add_row("input", f"1 x {result.size[0]} x {result.size[1]}")
+        table.add_row(
+            "GFLOPs",
+            f"{result.gflops:.3g} (selective scan {result.gflops_scan:.3g}; matmul/conv via "
+            "torch.utils.flop_counter, elementwise ops not counted)",
+        )
+        if result.latency_ms is not None:
+            table.add_row(
+                "latency",
+                f"{result.latency_ms:.1f} ms median, {result.latency_min_ms:.1f} ms best "
+                f"({result.runs} runs, eval, batch 1)",
+            )
+            mem = (
+                "peak allocated CUDA memory"
+                if result.device.startswith("cuda")
+                else "peak RSS of this process"
+            )
+            table.add_row("peak memory", f"{result.peak_memory_mb:.0f} MiB ({mem})")
+        table.add_row("device", f"{result.device}, {result.threads} threads")
+        if result.scan_backend:
+            table.add_row("scan backend", result.scan_backend)
+        console.print(table)

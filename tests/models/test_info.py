@@ -1,0 +1,73 @@
+"""`istd info` and its library function: parameters, FLOPs with the scan, latency, memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from istd.cli import app
+from istd.errors import ConfigError
+from istd.models import build_model, save_pretrained
+from istd.models.info import count_flops, model_info, parse_size
+
+
+def test_parse_size() -> None:
+    assert parse_size("512x640") == (512, 640)
+    assert parse_size("96") == (96, 96)
+    for bad in ("5x", "axb", "0x4", "1x2x3"):
+        with pytest.raises(ConfigError):
+            parse_size(bad)
+
+
+def test_scan_flops_follow_the_analytic_formula() -> None:
+    model = build_model("mim-istd-test", scan_backend="reference", inner="none").eval()
+    x = torch.rand(1, 1, 32, 48)
+    _, scan = count_flops(model, x)
+    # inner none: one SS2D per block, on the 4x6 sentence grid then the 2x3 grid.
+    c = model.config
+    expected = sum(
+        9 * 4 * (c.expand * d) * L * c.d_state for d, L in zip(c.dims, (4 * 6, 2 * 3), strict=True)
+    )
+    assert scan == expected
+
+
+def test_model_info_on_registry_and_weights_folder(tmp_path: Path) -> None:
+    info = model_info("mim-istd-test", (40, 56), runs=2, scan_backend="reference")
+    assert info.parameters == sum(p.numel() for p in build_model("mim-istd-test").parameters())
+    assert info.gflops > info.gflops_scan > 0
+    assert info.latency_ms > 0 and info.peak_memory_mb > 0 and info.runs == 2
+    folder = save_pretrained(build_model("mim-istd-test"), tmp_path / "w")
+    loaded = model_info(str(folder), (40, 56), measure=False, scan_backend="reference")
+    assert loaded.source == str(folder) and loaded.parameters == info.parameters
+    assert loaded.gflops == pytest.approx(info.gflops)
+    assert loaded.latency_ms is None
+
+
+def test_cli_info_table_and_json() -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["info", "mim-istd-test", "--size", "40x56", "--runs", "1", "--scan-backend", "reference"],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "parameters" in result.output and "GFLOPs" in result.output and "latency" in result.output
+    )
+    result = runner.invoke(app, ["info", "tophat", "--size", "64", "--no-timing", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["parameters"] == 0 and data["latency_ms"] is None and data["size"] == [64, 64]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["nope-model"], "no weights folder"), (["mim-istd-test", "--size", "5x"], "HxW")],
+)
+def test_cli_info_bad_input_is_one_red_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["info", *args])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
