@@ -317,6 +317,12 @@ def _check(value: Any, hint: Any, key: str, source: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept what Python reads as a float.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     # bool is an int subclass: `epochs: true` must not pass as 1.
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value

@@ -42,6 +42,13 @@ def test_yaml_file_and_overrides(tmp_path: Path) -> None:
     assert cfg.train.threads is None
 
 
+def test_exponent_without_dot_is_a_float() -> None:
+    # YAML 1.1 reads 1e-4 as a string; users type it that way on the command line.
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(None, ["optim.lr=fast"])
+
+
 def test_int_promoted_to_float_in_yaml(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 1\n")

@@ -241,3 +241,27 @@ def test_real_nuaa_two_tiny_epochs(nuaa_sirst: Path, tmp_path: Path) -> None:
     assert result.epochs == 2
     extra = json.loads((tmp_path / "nuaa" / "best" / "config.json").read_text())["extra"]
     assert extra["metrics"]["n_images"] == 2
+
+
+def test_load_from_initialises_the_network(synthetic: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from istd.errors import WeightsError
+
+    first = fit("mim-istd_nuaa-sirst", tmp_path / "a", overrides=tiny(synthetic, "train.epochs=1"))
+    start = load_file(first.work_dir / "best" / "model.safetensors")
+    # A learning rate of ~0 keeps the loaded parameters: the run must start from them.
+    frozen = tiny(synthetic, "train.epochs=1", "optim.lr=1e-12", "schedule.min_lr=0")
+    second = fit(
+        "mim-istd_nuaa-sirst", tmp_path / "b", overrides=frozen, load_from=first.work_dir / "best"
+    )
+    after = load_checkpoint(second.work_dir / "last.ckpt")["model"]
+    names = [k for k in start if "running" not in k and "num_batches" not in k]
+    assert max((after[k] - start[k]).abs().max().item() for k in names) < 1e-6
+    with pytest.raises(WeightsError):
+        fit(
+            "mim-istd_nuaa-sirst",
+            tmp_path / "c",
+            overrides=tiny(synthetic),
+            load_from=tmp_path / "a",
+        )
