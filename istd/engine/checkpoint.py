@@ -132,7 +132,12 @@ def recover_dir(path: str | Path) -> None:
             shutil.rmtree(old)
         else:
             os.replace(old, path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    remove_stale_temps(path.parent, path.name)
+
+
+def remove_stale_temps(folder: Path, name: str) -> None:
+    """Delete the temp files or folders a killed atomic write of `folder/name` left behind."""
+    for stale in Path(folder).glob(f".{name}.*.tmp"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:

@@ -47,6 +47,7 @@ from istd.engine.checkpoint import (
     make_record,
     prepare_work_dir,
     recover_dir,
+    remove_stale_temps,
     restore_run,
     save_checkpoint,
     write_best,
@@ -452,6 +453,8 @@ def _run(
         reporter.note(f"resuming after epoch {state.epoch} (step {state.step}) from {ckpt_path}")
     if info.is_main:
         recover_dir(work_dir / "best")
+        for name in ("config.yaml", "log.csv", "last.ckpt"):
+            remove_stale_temps(work_dir, name)  # left by a SIGKILL mid-write
         write_log(work_dir, state.history)  # drops rows of an epoch cut short before its ckpt
     if info.enabled:
         # Depthwise-conv grads arrive channels-last; DDP copies them into its buckets (a speed

@@ -102,5 +102,7 @@ def test_replace_dir_and_recover(tmp_path: Path) -> None:
     assert (best / "a.txt").read_text() == "2"
     # A crash between the two renames leaves only `.best.old`: recovery puts it back.
     best.rename(tmp_path / ".best.old")
+    (tmp_path / ".best.x1.tmp").mkdir()  # a temp folder a SIGKILL left half-written
     recover_dir(best)
     assert (best / "a.txt").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]

@@ -101,3 +101,4 @@ def test_sigkill_then_resume_matches_uninterrupted_run(nuaa_sirst: Path, tmp_pat
         (r["epoch"], r["loss"], r["val_iou"]) for r in rows_b
     ]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert not list(cut.glob(".*")), "temp files of the killed run were left behind"
