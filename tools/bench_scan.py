@@ -1,0 +1,204 @@
+"""Benchmark the `cpu` selective-scan backend against the C measuring stick.
+
+Prints forward and forward+backward throughput in state updates per second
+(batch x dim x L x N / time) on the issue's shapes and on the shapes MiM-ISTD's scans have on a
+512 x 512 input, all on the same number of threads (2 by default). In the same run it builds
+``../shared/bench/scan_ref.c`` (a hand-vectorised C forward scan, not part of this project)
+with ``cc -O3 -march=native -ffast-math -fopenmp`` into a temporary folder, runs it on the same
+shapes and prints the ratio. Last, it measures the first-call compile time of the Numba kernels
+in fresh subprocesses, with an empty and with a warm on-disk cache.
+
+Usage:
+    python tools/bench_scan.py                 # everything, 2 threads
+    python tools/bench_scan.py --quick         # fewer shapes and repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STICK_SOURCE = REPO.parent / "shared" / "bench" / "scan_ref.c"
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    batch: int
+    dim: int
+    L: int
+    N: int = 16
+    groups: int | None = None  # B/C as (batch, groups, N, L); None: (batch, N, L)
+
+    @property
+    def updates(self) -> int:
+        return self.batch * self.dim * self.L * self.N
+
+
+def shapes(quick: bool) -> list[Shape]:
+    """The issue's two shapes, then MiM-ISTD's scans on a 512 x 512 input (batch 1).
+
+    Sentence SS2D: u (1, 4 * d_inner, L), B/C grouped by direction (1, 4, 16, L). Word SS2D:
+    one sequence of 16 pixels per sentence, batch = number of sentences.
+    """
+    out = [Shape("issue", 4, 64, 16384), Shape("issue", 1, 128, 4096)]
+    for d_inner, L in ((64, 4096), (128, 1024), (256, 256), (512, 64)):
+        out.append(Shape("sentence", 1, 4 * d_inner, L, groups=4))
+    for d_inner, n_sentences in ((8, 4096), (16, 1024), (32, 256), (64, 64)):
+        out.append(Shape("word", n_sentences, 4 * d_inner, 16, groups=4))
+    return out[:1] + out[2:3] + out[6:7] if quick else out
+
+
+def build_stick(workdir: Path) -> Path | None:
+    """Compile the measuring stick; None (with a message) when it or a compiler is missing."""
+    cc = shutil.which("cc")
+    if cc is None or not STICK_SOURCE.is_file():
+        print(f"measuring stick skipped: {'no C compiler (cc)' if cc is None else STICK_SOURCE} "
+              "not found")  # fmt: skip
+        return None
+    exe = workdir / "scan_ref"
+    cmd = [cc, "-O3", "-march=native", "-ffast-math", "-fopenmp", str(STICK_SOURCE), "-o", str(exe)]
+    subprocess.run([*cmd, "-lm"], check=True)
+    return exe
+
+
+def run_stick(exe: Path, shape: Shape, threads: int, reps: int) -> float:
+    """Best forward time (s) of the C scan; it has B/C as (batch, L, N) shared by all channels."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    args = [str(exe), str(shape.batch), str(shape.dim), str(shape.L), str(shape.N), str(reps)]
+    line = subprocess.run(args, env=env, check=True, capture_output=True, text=True).stdout
+    return float(line.split("best ")[1].split(" ms")[0]) / 1e3
+
+
+def make_inputs(shape: Shape):
+    """Inputs in the stick's ranges: u, B, C in [-1, 1), dt in [0, 0.1), A in -(0.5 .. 8.5)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    bc = (shape.batch, shape.N, shape.L)
+    if shape.groups:
+        bc = (shape.batch, shape.groups, shape.N, shape.L)
+    return {
+        "u": torch.rand(shape.batch, shape.dim, shape.L, generator=g) * 2 - 1,
+        "delta": torch.rand(shape.batch, shape.dim, shape.L, generator=g) * 0.1,
+        "A": -(0.5 + 8 * torch.rand(shape.dim, shape.N, generator=g)),
+        "B": torch.rand(*bc, generator=g) * 2 - 1,
+        "C": torch.rand(*bc, generator=g) * 2 - 1,
+        "D": torch.ones(shape.dim),
+    }
+
+
+def time_cpu(shape: Shape, reps: int) -> tuple[float, float]:
+    """Best forward (no grad) and forward+backward times (s) of the `cpu` backend."""
+    import torch
+
+    from istd.ops import selective_scan
+
+    x = make_inputs(shape)
+    with torch.no_grad():
+        selective_scan(**x, backend="cpu")  # compile or load from the cache
+    fwd = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            selective_scan(**x, backend="cpu")
+        fwd = min(fwd, time.perf_counter() - t0)
+    leaves = {k: v.requires_grad_() for k, v in x.items()}
+    tiny = {k: v[..., :3].detach().requires_grad_() if v.dim() > 2 else v for k, v in x.items()}
+    selective_scan(**tiny, backend="cpu").sum().backward()  # compile or load the backward
+    both = float("inf")
+    for _ in range(max(2, reps // 2)):
+        t0 = time.perf_counter()
+        y = selective_scan(**leaves, backend="cpu")
+        y.backward(torch.ones_like(y))
+        both = min(both, time.perf_counter() - t0)
+    return fwd, both
+
+
+_FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import torch
+from istd.ops import selective_scan
+t1 = time.perf_counter()
+c1 = time.process_time()
+x = dict(u=torch.randn(1, 8, 100), delta=torch.rand(1, 8, 100), A=-torch.rand(8, 16),
+         B=torch.randn(1, 16, 100), C=torch.randn(1, 16, 100))
+for v in x.values():
+    v.requires_grad_()
+selective_scan(**x, backend="cpu").sum().backward()
+t2 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {time.process_time() - c1:.3f}")
+"""
+
+
+def first_call(cache_dir: Path, threads: int) -> tuple[float, float, float]:
+    """(import time, first forward+backward wall time, its CPU time) in a fresh interpreter
+    using ``cache_dir`` as Numba's on-disk cache."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "NUMBA_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    return float(out[-3]), float(out[-2]), float(out[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions; the best time counts")
+    parser.add_argument("--quick", action="store_true", help="three shapes, fewer repetitions")
+    args = parser.parse_args()
+    reps = 2 if args.quick else args.reps
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
+
+    import numba
+    import torch
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(args.threads)
+    print(f"threads: {args.threads} (torch and numba); best of {reps}; host load "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine is noisy)")  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="istd-bench-scan-") as tmp:
+        exe = build_stick(Path(tmp))
+        header = (
+            f"{'shape':>9} {'batch':>5} {'dim':>5} {'L':>6} {'G':>2} | {'C fwd':>8} "
+            f"{'cpu fwd':>8} {'fwd+bwd':>8} G upd/s | cpu/C  (f+b)/f"
+        )
+        print(header)
+        print("-" * len(header))
+        rows = []
+        for shape in shapes(args.quick):
+            c_time = run_stick(exe, shape, args.threads, reps) if exe else float("nan")
+            fwd, both = time_cpu(shape, reps)
+            rate = [shape.updates / t / 1e9 for t in (c_time, fwd, both)]
+            ratio = c_time / fwd
+            rows.append((shape, rate, ratio, both / fwd))
+            print(
+                f"{shape.name:>9} {shape.batch:>5} {shape.dim:>5} {shape.L:>6} "
+                f"{shape.groups or 1:>2} | {rate[0]:8.3f} {rate[1]:8.3f} {rate[2]:8.3f}        "
+                f"| {ratio:5.2f}  {both / fwd:6.2f}",
+                flush=True,
+            )
+        cold = first_call(Path(tmp) / "numba-cache", args.threads)
+        warm = first_call(Path(tmp) / "numba-cache", args.threads)
+    print(f"first call (fwd+bwd, fresh process): empty cache {cold[1]:.2f} s wall "
+          f"({cold[2]:.2f} s CPU), on-disk cache {warm[1]:.2f} s wall ({warm[2]:.2f} s CPU); "
+          f"import torch + istd.ops: {cold[0]:.2f} s")  # fmt: skip
+    ratios = [r[2] for r in rows]
+    backward = [r[3] for r in rows]
+    print(f"cpu/C forward ratio: min {min(ratios):.2f}, max {max(ratios):.2f}; "
+          f"(fwd+bwd)/fwd: min {min(backward):.2f}, max {max(backward):.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
