@@ -98,6 +98,7 @@ class SS2D(nn.Module):
         self.out_norm = nn.LayerNorm(d_inner, **dd)
         self.out_proj = nn.Linear(d_inner, dim, bias=False, **dd)
         self._orders: dict[tuple[int, int], ScanOrder] = {}
+        self.chunk_elements = 1 << 20  # inference chunk size, in scan-input elements
 
     @staticmethod
     def _dt_bias_init(n: int, dt_min: float = 1e-3, dt_max: float = 0.1, **dd: Any) -> Tensor:
@@ -118,6 +119,17 @@ class SS2D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, H, W, d) tokens. Returns (B, H, W, d)."""
+        Bt, H, W, _ = x.shape
+        # Without autograd, independent grids (the words of many sentences) run in chunks: the
+        # per-direction B, C tensors (K * 2N values per token) then stay cache-sized instead of
+        # growing with the image, which bounds peak memory.
+        per_grid = H * W * self.K * (2 * self.d_state + 2 * self.d_dir)
+        if Bt > 1 and not torch.is_grad_enabled() and Bt * per_grid > self.chunk_elements:
+            step = max(1, self.chunk_elements // per_grid)
+            return torch.cat([self._forward(c) for c in x.split(step)])
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         Bt, H, W, _ = x.shape
         L, K, Cd, N, Di, R = H * W, self.K, self.d_dir, self.d_state, self.d_inner, self.dt_rank
         w_in = self.in_proj.weight  # (2*2d, d); two calls keep x and z contiguous

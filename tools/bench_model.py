@@ -1,0 +1,170 @@
+"""MiM-ISTD forward speed and memory: latency and peak RSS at 256^2 .. 2048^2 per scan backend.
+
+Single image, batch 1, eval mode under `torch.inference_mode`, `--threads` CPU threads (2, the
+project's machines), random weights (the cost does not depend on them). Every (backend, size)
+runs in a fresh subprocess, so its peak RSS (`ru_maxrss`) is that forward's alone, not left over
+from a bigger size; one warm-up forward (which also loads the compiled scan kernels) precedes
+`--runs` timed forwards.
+
+The `reference` scan loops over the sequence in Python and takes minutes on large grids; it is
+only run up to `--reference-max` (256 by default) and the table says where it was skipped. The
+`triton` backend needs a CUDA device.
+
+Usage:
+    python tools/bench_model.py [--model mim-istd] [--sizes 256,512,1024,2048]
+                                [--backends reference,cpu] [--threads 2] [--runs 3]
+                                [--reference-max 256] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TARGETS = "targets: 512^2 <= 150 ms; 2048^2 <= 3 s with peak RSS <= 2.5 GB; 2048^2 / 512^2 <= 18"
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Measure one (backend, size) and print one JSON line."""
+    import resource
+    import statistics
+    import time
+
+    import torch
+
+    from istd.models import build_model
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.model, scan_backend=args.backend).eval()
+    x = torch.rand(1, model.config.in_chans, args.size, args.size)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = []
+    with torch.inference_mode():
+        model(x)  # warm-up: kernel loading, allocator growth
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
+    print(
+        json.dumps(
+            {
+                "median_ms": statistics.median(times) * 1e3,
+                "best_ms": min(times) * 1e3,
+                "peak_rss_mb": peak,
+                "rss_before_forward_mb": rss_before,
+            }
+        )
+    )
+
+
+def _run(args: argparse.Namespace, backend: str, size: int) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model",
+        args.model,
+        "--backend",
+        backend,
+        "--size",
+        str(size),
+        "--threads",
+        str(args.threads),
+        "--runs",
+        str(args.runs),
+    ]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=args.timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timed out after {args.timeout} s"}
+    if done.returncode != 0:
+        return {
+            "skipped": f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        }
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="mim-istd")
+    parser.add_argument("--sizes", default="256,512,1024,2048")
+    parser.add_argument("--backends", default=None, help="default: every backend usable here")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reference-max", type=int, default=256)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per (backend, size)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=512, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+
+    from istd.ops import available_backends
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    backends = args.backends.split(",") if args.backends else available_backends()
+    print(f"model {args.model}, batch 1, eval, {args.threads} threads, {args.runs} timed runs")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+    )
+    print(TARGETS)
+    print()
+    print("| backend | size | median ms | best ms | peak RSS MiB | ms per Mpixel |")
+    print("|---|---|---|---|---|---|")
+    results: dict[str, dict[int, dict]] = {}
+    for backend in backends:
+        results[backend] = {}
+        for size in sizes:
+            if backend == "reference" and size > args.reference_max:
+                r = {
+                    "skipped": f"reference scan loops over L in Python (minutes above {args.reference_max}^2)"
+                }
+            elif backend == "triton" and "triton" not in available_backends():
+                r = {"skipped": "triton needs a CUDA device"}
+            else:
+                r = _run(args, backend, size)
+            results[backend][size] = r
+            if "skipped" in r:
+                print(f"| {backend} | {size}^2 | skipped: {r['skipped']} | | | |", flush=True)
+            else:
+                per_mp = r["median_ms"] / (size * size / 1e6)
+                print(
+                    f"| {backend} | {size}^2 | {r['median_ms']:.0f} | {r['best_ms']:.0f} | "
+                    f"{r['peak_rss_mb']:.0f} | {per_mp:.0f} |",
+                    flush=True,
+                )
+    print()
+    for backend, by_size in results.items():
+        a, b = by_size.get(512, {}), by_size.get(2048, {})
+        if "median_ms" in a and "median_ms" in b:
+            print(
+                f"{backend}: 2048^2 / 512^2 time ratio = {b['median_ms'] / a['median_ms']:.1f} (linear = 16)"
+            )
+    if args.json:
+        _write_json(args.json, {"model": args.model, "threads": args.threads, "results": results})
+
+
+if __name__ == "__main__":
+    main()
