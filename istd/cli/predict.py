@@ -95,13 +95,15 @@ def predict(
         save_prob=save_prob, overlay=overlay, track=track, resume=resume, overwrite=overwrite
     )
     with _progress() as progress:
-        task = progress.add_task("predict", total=None, frames=0)
+        # The bar appears once the inputs are known and the model is loaded (on_start), so an
+        # early error (no inputs, missing weights) prints alone.
+        task = progress.add_task("predict", total=None, frames=0, visible=False)
         frames = 0
 
         started = 0
 
         def on_start(items: list) -> None:
-            progress.update(task, total=len(items))
+            progress.update(task, total=len(items), visible=True)
 
         def on_input(item: object) -> None:
             # The bar counts inputs started; the last one is completed when the run returns.
@@ -203,11 +205,11 @@ def eval_video(
     from istd.engine.video_eval import run_video_eval
 
     with _progress() as progress:
-        task = progress.add_task("eval-video", total=None, frames=0)
+        task = progress.add_task("eval-video", total=None, frames=0, visible=False)
         state = {"started": 0, "frames": 0}
 
         def on_start(pairs: list) -> None:
-            progress.update(task, total=len(pairs))
+            progress.update(task, total=len(pairs), visible=True)
 
         def on_video(video: Path) -> None:
             progress.update(task, completed=state["started"], description=video.name[:40])
