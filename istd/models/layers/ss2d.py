@@ -145,15 +145,18 @@ class SS2D(nn.Module):
         )
         u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
         # Per-direction projections; einsum picks the GEMM layout (few big or many small).
-        x_dbl = torch.einsum("kec,bkcl->bkel", self.x_proj_weight, u)  # (B, K, R+2N, L)
-        dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)  # (B, K, R|N|N, L)
+        # Three products instead of one split: B and C come out contiguous, as the scan reads them.
+        w = self.x_proj_weight  # (K, R+2N, C')
+        dts = torch.einsum("kec,bkcl->bkel", w[:, :R], u)  # (B, K, R, L)
+        Bs = torch.einsum("kec,bkcl->bkel", w[:, R : R + N], u)  # (B, K, N, L)
+        Cs = torch.einsum("kec,bkcl->bkel", w[:, R + N :], u)  # (B, K, N, L)
         dt = torch.einsum("kcr,bkrl->bkcl", self.dt_proj_weight, dts)  # (B, K, C', L)
         y = selective_scan(
             u.view(Bt, K * Cd, L),
-            dt.view(Bt, K * Cd, L),
+            dt.reshape(Bt, K * Cd, L),  # einsum may return a permuted view; copy only then
             -torch.exp(self.A_log),  # (K*C', N)
-            Bs,  # (B, K, N, L): group k serves direction k's C' channels
-            Cs,
+            Bs.contiguous(),  # (B, K, N, L): group k serves direction k's C' channels
+            Cs.contiguous(),
             self.D,
             delta_bias=self.dt_proj_bias.view(-1),
             delta_softplus=True,
