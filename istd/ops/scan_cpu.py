@@ -144,7 +144,8 @@ def _scan_bwd_kernel(
     gy: (R, L) gradient of y; glast: (R, N) gradient of the last state; ckpt as the forward's.
     Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
     gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
-    parts afterwards; dA_part (batch, dim, N) and dD_part (batch, dim), summed over batch.
+    parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), zero on entry,
+    one slice per block (a block's items cover several batch entries), summed afterwards.
     du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
     chunk loop is outermost, so the item's dB/dC rows of one chunk stay in L1 while each of
     its channels adds to them.
@@ -169,6 +170,10 @@ def _scan_bwd_kernel(
             p = item % parts
             d_start = g * per_group + p * per_part
             n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
+            for t in range(L):  # zeroed here rather than by torch: one pass less over memory
+                for n in range(N):
+                    dB_part[b, g, p, t, n] = _ZERO
+                    dC_part[b, g, p, t, n] = _ZERO
             for k in range(n_d):
                 for n in range(N):
                     lam[k, n] = glast[b * dim + d_start + k, n]
@@ -219,8 +224,35 @@ def _scan_bwd_kernel(
                     dD_acc[k] += dd
             for k in range(n_d):
                 for n in range(N):
-                    dA_part[b, d_start + k, n] = dA_acc[k, n]
-                dD_part[b, d_start + k] = dD_acc[k]
+                    dA_part[blk, d_start + k, n] += dA_acc[k, n]
+                dD_part[blk, d_start + k] += dD_acc[k]
+
+
+@njit(parallel=True, cache=True)
+def _sum_swap_kernel(src, dst):
+    """dst[m, y, x] = sum_p src[m, p, x, y]: (M, P, X, Y) -> (M, Y, X).
+
+    Swaps B/C between (N, L) and the kernels' (L, N) layout, and sums the backward's partials
+    on the way; torch's strided copy is several times slower on these small inner dimensions.
+    """
+    M, P, X, Y = src.shape
+    for m in prange(M):
+        for x in range(X):
+            for y in range(Y):
+                acc = src[m, 0, x, y]
+                for q in range(1, P):
+                    acc += src[m, q, x, y]
+                dst[m, y, x] = acc
+
+
+def _swap_last(t: Tensor, parts: int = 1) -> Tensor:
+    """(..., P * X, Y) float32 tensor -> contiguous (..., Y, X), summing the P parts."""
+    *lead, PX, Y = t.shape
+    X = PX // parts
+    src = _np(t).reshape(-1, parts, X, Y)  # (M, P, X, Y)
+    out = torch.empty(*lead, Y, X)
+    _sum_swap_kernel(src, out.numpy().reshape(-1, Y, X))
+    return out
 
 
 def _sync_threads() -> None:
@@ -247,8 +279,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
         batch, dim, L = u.shape
         N = A.shape[1]
         u2, dt2 = _np(u).reshape(batch * dim, L), _np(dt).reshape(batch * dim, L)  # (R, L)
-        Bt = _np(B.transpose(2, 3))  # (batch, G, N, L) -> (batch, G, L, N)
-        Ct = _np(C.transpose(2, 3))  # (batch, G, N, L) -> (batch, G, L, N)
+        Bt = _swap_last(B).numpy()  # (batch, G, N, L) -> (batch, G, L, N)
+        Ct = _swap_last(C).numpy()  # (batch, G, N, L) -> (batch, G, L, N)
         A2, D2 = _np(A), _np(D)
         y = torch.empty(batch, dim, L)
         last = torch.empty(batch, dim, N)
@@ -278,18 +310,20 @@ class _SelectiveScanCPU(torch.autograd.Function):
         parts = _backward_parts(batch, G, dim // G)
         du = torch.empty(batch, dim, L)
         ddt = torch.empty(batch, dim, L)
-        dA_part = torch.empty(batch, dim, N)
-        dD_part = torch.empty(batch, dim)
-        dB_part = torch.zeros(batch, G, parts, L, N)
-        dC_part = torch.zeros(batch, G, parts, L, N)
+        n_blocks = min(batch * G * parts, _MAX_BLOCKS)
+        dA_part = torch.zeros(n_blocks, dim, N)
+        dD_part = torch.zeros(n_blocks, dim)
+        dB_part = torch.empty(batch, G, parts, L, N)  # zeroed by the kernel
+        dC_part = torch.empty(batch, G, parts, L, N)
         _sync_threads()
         _scan_bwd_kernel(
-            u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, min(batch * G * parts, _MAX_BLOCKS),
+            u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, n_blocks,
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
         )  # fmt: skip
-        dB = dB_part.sum(2).transpose(2, 3)  # (batch, G, P, L, N) -> (batch, G, N, L)
-        dC = dC_part.sum(2).transpose(2, 3)  # (batch, G, P, L, N) -> (batch, G, N, L)
+        # (batch, G, P, L, N) -> (batch, G, P * L, N) -> summed over P, (batch, G, N, L)
+        dB = _swap_last(dB_part.view(batch, G, parts * L, N), parts)
+        dC = _swap_last(dC_part.view(batch, G, parts * L, N), parts)
         del ctx.arrays
         return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
 
