@@ -93,7 +93,27 @@ def tune(root: Path) -> dict[str, Any]:
         best = max(rows, key=lambda r: (r["iou"], r["pd"], -r["fa"]))
         results[name] = {"best": best, "grid": rows}
         print(f"{name}: best {_fmt_row(best)}", flush=True)
+    print("\n" + top_table(results))
     return results
+
+
+def top_table(results: dict[str, Any], n: int = 5) -> str:
+    """Markdown table of the ``n`` best grid settings per detector (by the tuning order)."""
+    lines = [
+        "| method | setting | val IoU | val nIoU | val Pd | val Fa (1e-6) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        rows = sorted(result["grid"], key=lambda r: (r["iou"], r["pd"], -r["fa"]), reverse=True)
+        for row in rows[:n]:
+            params = ", ".join(
+                f"{k}={v}" for k, v in row.items() if k not in {"iou", "niou", "pd", "fa"}
+            )
+            lines.append(
+                f"| `{name}` | {params} | {row['iou']:.4f} | {row['niou']:.4f} | {row['pd']:.4f} "
+                f"| {row['fa'] * 1e6:.1f} |"
+            )
+    return "\n".join(lines)
 
 
 def _fmt_row(row: dict[str, Any]) -> str:

@@ -254,3 +254,21 @@ def test_hub_rebuilds_weight_free_models(tmp_path) -> None:
         reloaded = from_pretrained(folder)
         assert reloaded.config == tuned.config
         np.testing.assert_array_equal(_probability(reloaded, image), _probability(tuned, image))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 30),
+    w=st.integers(1, 30),
+    size=st.sampled_from([3, 5, 9, 35, 45]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_median_lines_match_scipy_reference(h: int, w: int, size: int, seed: int) -> None:
+    from scipy import ndimage
+
+    from istd.models.classical.maxmedian import line_footprints, line_medians
+
+    image = np.random.default_rng(seed).random((h, w), dtype=np.float32)
+    for footprint, fast in zip(line_footprints(size), line_medians(image, size), strict=True):
+        reference = ndimage.median_filter(image, footprint=footprint, mode="mirror")
+        np.testing.assert_array_equal(fast, reference)

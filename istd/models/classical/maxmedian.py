@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from numpy.lib.stride_tricks import as_strided
 
 from istd.errors import ConfigError
 from istd.models._registry import register_model
@@ -46,17 +46,57 @@ class MaxMedianConfig(ClassicalConfig):
 
 
 def line_footprints(size: int) -> list[np.ndarray]:
-    """The four boolean (size, size) line footprints: horizontal, vertical, both diagonals."""
+    """The four boolean (size, size) line footprints: horizontal, vertical, both diagonals.
+
+    Used by the reference (`scipy.ndimage.median_filter`) in the tests.
+    """
     eye = np.eye(size, dtype=bool)
     horizontal = np.zeros((size, size), dtype=bool)
     horizontal[size // 2, :] = True
     return [horizontal, horizontal.T.copy(), eye, eye[:, ::-1].copy()]
 
 
+def line_medians(image: np.ndarray, size: int) -> list[np.ndarray]:
+    """Medians along the four lines of `line_footprints`, with mirrored borders.
+
+    Equal to ``scipy.ndimage.median_filter(image, footprint=fp, mode="mirror")`` for each
+    footprint (tested), but about 4 x faster at the tuned size: each line becomes the last axis of
+    a read-only strided view of the padded image and one `np.partition` picks its middle value,
+    where SciPy's generic rank filter re-sorts every window.
+
+    Args:
+        image: float32 (H, W).
+        size: odd line length n.
+
+    Returns:
+        Four float32 (H, W) arrays: horizontal, vertical, main diagonal, anti-diagonal.
+    """
+    r = size // 2
+    h, w = image.shape
+    padded = np.pad(image, r, mode="reflect")  # (H + 2r, W + 2r); "reflect" == SciPy "mirror"
+    s0, s1 = padded.strides
+    # Window t of output pixel (i, j) reads padded[i + a t, j + b t] from a start offset; every
+    # read stays inside `padded` (rows <= H + 2r - 1, columns in [0, W + 2r - 1]).
+    views = [
+        as_strided(padded[r:], (h, w, size), (s0, s1, s1), writeable=False),  # horizontal
+        as_strided(padded[:, r:], (h, w, size), (s0, s1, s0), writeable=False),  # vertical
+        as_strided(padded, (h, w, size), (s0, s1, s0 + s1), writeable=False),  # diagonal
+        as_strided(padded[:, size - 1 :], (h, w, size), (s0, s1, s0 - s1), writeable=False),
+    ]
+    medians = []
+    for view in views:
+        # A contiguous copy first: partitioning the strided view directly is ~5 x slower.
+        windows = view.copy(order="C")  # (H, W, n)
+        windows.partition(r, axis=-1)
+        medians.append(windows[..., r].copy())  # (H, W)
+    return medians
+
+
 class MaxMedian(ClassicalDetector):
     """Max-median filter (Deshpande et al., 1999): ``image - max(4 directional medians)``.
 
-    Medians use `scipy.ndimage.median_filter` with line footprints and mirrored borders.
+    Line medians use mirrored borders and NumPy's partition on strided views (`line_medians`),
+    checked against `scipy.ndimage.median_filter` in the tests.
     """
 
     model_name = "maxmedian"
@@ -64,11 +104,7 @@ class MaxMedian(ClassicalDetector):
 
     def response(self, image: np.ndarray) -> np.ndarray:
         """Max-median residual of one grey float32 (H, W) image, >= 0, same shape."""
-        medians = [
-            ndimage.median_filter(image, footprint=fp, mode="mirror")
-            for fp in line_footprints(self.config.size)
-        ]
-        background = np.maximum.reduce(medians)  # (H, W)
+        background = np.maximum.reduce(line_medians(image, self.config.size))  # (H, W)
         return np.maximum(image - background, 0.0).astype(np.float32, copy=False)
 
 
