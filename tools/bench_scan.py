@@ -96,31 +96,42 @@ def make_inputs(shape: Shape):
     }
 
 
-def time_cpu(shape: Shape, reps: int) -> tuple[float, float]:
-    """Best forward (no grad) and forward+backward times (s) of the `cpu` backend."""
+def _best(fn, reps: int, budget: float) -> tuple[float, float]:
+    """Best wall and best CPU (all threads) time of ``fn()`` over at least ``reps`` runs and
+    about ``budget`` seconds. CPU time is less disturbed by other work on a shared machine."""
+    best, best_cpu, spent, runs = float("inf"), float("inf"), 0.0, 0
+    while runs < reps or (spent < budget and runs < 200):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        elapsed = time.perf_counter() - t0
+        best_cpu = min(best_cpu, time.process_time() - c0)
+        best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1
+    return best, best_cpu
+
+
+def time_cpu(shape: Shape, reps: int, budget: float) -> tuple[tuple[float, float], ...]:
+    """Best (wall, CPU) times (s) of the `cpu` backend's forward (no grad) and
+    forward+backward."""
     import torch
 
     from istd.ops import selective_scan
 
     x = make_inputs(shape)
-    with torch.no_grad():
-        selective_scan(**x, backend="cpu")  # compile or load from the cache
-    fwd = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+
+    def forward() -> None:
         with torch.no_grad():
             selective_scan(**x, backend="cpu")
-        fwd = min(fwd, time.perf_counter() - t0)
-    leaves = {k: v.requires_grad_() for k, v in x.items()}
-    tiny = {k: v[..., :3].detach().requires_grad_() if v.dim() > 2 else v for k, v in x.items()}
-    selective_scan(**tiny, backend="cpu").sum().backward()  # compile or load the backward
-    both = float("inf")
-    for _ in range(max(2, reps // 2)):
-        t0 = time.perf_counter()
+
+    def forward_backward() -> None:
+        for v in leaves.values():
+            v.grad = None
         y = selective_scan(**leaves, backend="cpu")
         y.backward(torch.ones_like(y))
-        both = min(both, time.perf_counter() - t0)
-    return fwd, both
+
+    forward()  # compile or load from the cache
+    forward_backward()
+    return _best(forward, reps, budget), _best(forward_backward, reps, budget)
 
 
 _FIRST_CALL = """
@@ -155,9 +166,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
     parser.add_argument("--reps", type=int, default=5, help="repetitions; the best time counts")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved C / cpu rounds")
+    parser.add_argument("--budget", type=float, default=0.5, help="seconds per timing loop")
     parser.add_argument("--quick", action="store_true", help="three shapes, fewer repetitions")
     args = parser.parse_args()
     reps = 2 if args.quick else args.reps
+    if args.quick:
+        args.rounds, args.budget = 1, 0.2
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
 
     import numba
@@ -165,28 +180,37 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
-    print(f"threads: {args.threads} (torch and numba); best of {reps}; host load "
+    print(f"threads: {args.threads} (torch and numba); best of >= {reps} runs x {args.rounds} "
+          f"rounds; host load "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine is noisy)")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="istd-bench-scan-") as tmp:
         exe = build_stick(Path(tmp))
         header = (
-            f"{'shape':>9} {'batch':>5} {'dim':>5} {'L':>6} {'G':>2} | {'C fwd':>8} "
-            f"{'cpu fwd':>8} {'fwd+bwd':>8} G upd/s | cpu/C  (f+b)/f"
+            f"{'shape':>9} {'batch':>5} {'dim':>5} {'L':>6} {'G':>2} | {'C fwd':>7} "
+            f"{'cpu fwd':>7} {'fwd+bwd':>7} G upd/s | cpu/C | (f+b)/f wall  CPU"
         )
         print(header)
         print("-" * len(header))
         rows = []
         for shape in shapes(args.quick):
-            c_time = run_stick(exe, shape, args.threads, reps) if exe else float("nan")
-            fwd, both = time_cpu(shape, reps)
+            # interleaved rounds, best of each: other load on the machine comes and goes
+            c_time = fwd = both = fwd_cpu = both_cpu = float("inf")
+            for _ in range(args.rounds):
+                if exe:
+                    c_reps = max(reps, min(200, int(args.budget * 0.4e9 / shape.updates)))
+                    c_time = min(c_time, run_stick(exe, shape, args.threads, c_reps))
+                f, fb = time_cpu(shape, reps, args.budget)
+                fwd, both = min(fwd, f[0]), min(both, fb[0])
+                fwd_cpu, both_cpu = min(fwd_cpu, f[1]), min(both_cpu, fb[1])
+            c_time = c_time if exe else float("nan")
             rate = [shape.updates / t / 1e9 for t in (c_time, fwd, both)]
-            ratio = c_time / fwd
-            rows.append((shape, rate, ratio, both / fwd))
+            row = (c_time / fwd, both / fwd, both_cpu / fwd_cpu)
+            rows.append(row)
             print(
                 f"{shape.name:>9} {shape.batch:>5} {shape.dim:>5} {shape.L:>6} "
-                f"{shape.groups or 1:>2} | {rate[0]:8.3f} {rate[1]:8.3f} {rate[2]:8.3f}        "
-                f"| {ratio:5.2f}  {both / fwd:6.2f}",
+                f"{shape.groups or 1:>2} | {rate[0]:7.3f} {rate[1]:7.3f} {rate[2]:7.3f}        "
+                f"| {row[0]:5.2f} | {row[1]:12.2f} {row[2]:4.2f}",
                 flush=True,
             )
         cold = first_call(Path(tmp) / "numba-cache", args.threads)
@@ -194,10 +218,9 @@ def main() -> None:
     print(f"first call (fwd+bwd, fresh process): empty cache {cold[1]:.2f} s wall "
           f"({cold[2]:.2f} s CPU), on-disk cache {warm[1]:.2f} s wall ({warm[2]:.2f} s CPU); "
           f"import torch + istd.ops: {cold[0]:.2f} s")  # fmt: skip
-    ratios = [r[2] for r in rows]
-    backward = [r[3] for r in rows]
-    print(f"cpu/C forward ratio: min {min(ratios):.2f}, max {max(ratios):.2f}; "
-          f"(fwd+bwd)/fwd: min {min(backward):.2f}, max {max(backward):.2f}")  # fmt: skip
+    for i, what in enumerate(("cpu/C forward", "(fwd+bwd)/fwd wall", "(fwd+bwd)/fwd CPU")):
+        values = [r[i] for r in rows]
+        print(f"{what}: min {min(values):.2f}, max {max(values):.2f}")
 
 
 if __name__ == "__main__":
