@@ -228,15 +228,16 @@ def _scan_bwd_kernel(
                 dD_part[blk, d_start + k] += dD_acc[k]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _sum_swap_kernel(src, dst):
     """dst[m, y, x] = sum_p src[m, p, x, y]: (M, P, X, Y) -> (M, Y, X).
 
     Swaps B/C between (N, L) and the kernels' (L, N) layout, and sums the backward's partials
     on the way; torch's strided copy is several times slower on these small inner dimensions.
+    Single-threaded: it is memory-bound, and a parallel loop would add a second to compiling.
     """
     M, P, X, Y = src.shape
-    for m in prange(M):
+    for m in range(M):
         for x in range(X):
             for y in range(Y):
                 acc = src[m, 0, x, y]

@@ -56,17 +56,22 @@ def test_huge_batch_of_short_sequences(scan_inputs, scan_check) -> None:
 
 
 def test_same_inputs_give_identical_results(scan_inputs) -> None:
+    # also across thread counts: the work split depends on the shapes only
     x = scan_inputs(2, 8, 16, 300, groups=2)
     runs = []
-    for _ in range(2):
+    threads = torch.get_num_threads()
+    for n_threads in (1, 2, threads):
+        torch.set_num_threads(n_threads)
         leaves = {k: v.float().requires_grad_() for k, v in x.items() if v is not None}
         y, last = selective_scan(
             **leaves, delta_softplus=True, return_last_state=True, backend="cpu"
         )
         (y.square().sum() + last.sum()).backward()
         runs.append([y.detach(), last.detach(), *(v.grad for v in leaves.values())])
-    for a, b in zip(*runs, strict=True):
-        assert torch.equal(a, b)
+    torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run, strict=True):
+            assert torch.equal(a, b)
 
 
 def test_auto_picks_cpu_for_cpu_tensors(scan_inputs) -> None:
