@@ -403,6 +403,24 @@ def fit(
         cleanup()
 
 
+def _pin_threads(threads: int | None) -> None:
+    """Start Numba's thread pool now, then set torch's thread count.
+
+    The CPU scan's Numba pool starts lazily on its first call and then resets the OpenMP
+    thread count, changing torch's for the rest of the process: the first step after a
+    (re)start would run with other threads, and so other rounding, than the steps after it,
+    breaking exact resume. Starting it before the first step makes every step alike.
+    """
+    try:
+        import numba
+    except ImportError:  # no CPU scan kernel, nothing to start
+        pass
+    else:
+        numba.get_num_threads()  # launches the pool
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def _build_network(cfg: TrainConfig, mean: float, std: float) -> nn.Module:
     overrides = dict(cfg.model.overrides)
     overrides.update(norm_mean=(mean,), norm_std=(std,))
@@ -423,8 +441,7 @@ def _run(
     reporter: Reporter,
 ) -> FitResult:
     t = cfg.train
-    if t.threads is not None:
-        torch.set_num_threads(t.threads)
+    _pin_threads(t.threads)
     torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not t.deterministic
     train_s, val_s = split_samples(cfg)

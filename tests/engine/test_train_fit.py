@@ -265,3 +265,31 @@ def test_load_from_initialises_the_network(synthetic: Path, tmp_path: Path) -> N
             overrides=tiny(synthetic),
             load_from=tmp_path / "a",
         )
+
+
+def test_dataloader_workers_do_not_change_the_result(synthetic: Path, tmp_path: Path) -> None:
+    # Order from (seed, epoch), augmentation from (seed, epoch, index): workers change nothing.
+    a = fit("mim-istd_nuaa-sirst", tmp_path / "w0", overrides=tiny(synthetic, "train.epochs=1"))
+    b = fit(
+        "mim-istd_nuaa-sirst",
+        tmp_path / "w2",
+        overrides=tiny(synthetic, "train.epochs=1", "data.num_workers=2"),
+    )
+    wa, wb = (load_checkpoint(r.work_dir / "last.ckpt")["model"] for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_thread_count_holds_for_every_step(synthetic: Path, tmp_path: Path) -> None:
+    # Numba's pool, started lazily by the first CPU scan, used to reset torch to all cores.
+    from istd.engine.train import Reporter
+
+    seen: list[int] = []
+
+    class Spy(Reporter):
+        def step(self, loss: float, images: int) -> None:
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    fit("mim-istd_nuaa-sirst", tmp_path / "t", overrides=tiny(synthetic), reporter=Spy())
+    assert seen == [1, 1, 1, 1]
+    assert torch.get_num_threads() == before
