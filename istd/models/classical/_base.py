@@ -97,7 +97,7 @@ def adaptive_saliency(response: np.ndarray, k: float, floor: float) -> np.ndarra
 def saliency_to_logits(saliency: np.ndarray) -> np.ndarray:
     """Logit of a [0, 1] saliency, clamped to [EPS, 1 - EPS] so the result is finite."""
     s = np.clip(saliency, EPS, 1.0 - EPS).astype(np.float32)
-    return np.log(s) - np.log1p(-s)
+    return np.log(s / (1.0 - s))  # one log: s is at most 1 - EPS, so no division by 0
 
 
 class ClassicalDetector(nn.Module):
@@ -145,14 +145,16 @@ class ClassicalDetector(nn.Module):
             )
         if x.numel() == 0:
             raise DataError(f"{self.model_name} got an empty batch of shape {tuple(x.shape)}")
-        lo, hi = float(x.min()), float(x.max())
+        # NumPy from here on: the detectors are NumPy / OpenCV code, and small torch reductions
+        # pay thread-pool start-up costs (tens of ms per 512 x 512 frame on a busy CPU).
+        images = x.detach().to("cpu", torch.float32).numpy()  # (B, C, H, W)
+        lo, hi = float(images.min()), float(images.max())
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
             raise DataError(
                 f"{self.model_name} expects images scaled to [0, 1] (divide 8-bit by 255, "
                 f"16-bit by 65535), got values in [{lo:g}, {hi:g}]"
             )
-        grey = x.detach().float().mean(dim=1).cpu().numpy()  # (B, C, H, W) -> (B, H, W)
-        grey = np.ascontiguousarray(grey, dtype=np.float32)
+        grey = images.mean(axis=1, dtype=np.float32)  # (B, C, H, W) -> (B, H, W)
         logits = np.stack([saliency_to_logits(self.saliency(img)) for img in grey])  # (B, H, W)
         return torch.from_numpy(logits).unsqueeze(1).to(x.device)  # (B, 1, H, W)
 
