@@ -176,7 +176,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return {"model": data["model"], "config": data["config"], "extra": extra}
 
 
-def _load_folder(directory: Path, device: str | torch.device | None) -> nn.Module:
+def _load_folder(directory: Path) -> nn.Module:
     meta = read_config(directory)
     cfg_path = directory / CONFIG_FILE
     if meta["model"] not in list_models():
@@ -242,7 +242,7 @@ def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None =
     """
     path = Path(dir_or_name)
     if path.is_dir():
-        model = _load_folder(path, device)
+        model = _load_folder(path)
     else:
         name = str(dir_or_name)
         plain = name and "/" not in name and "\\" not in name and not name.startswith(".")
@@ -250,7 +250,7 @@ def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None =
         if model is None:
             root = weights_dir()
             if plain and (root / name).is_dir():
-                model = _load_folder(root / name, device)
+                model = _load_folder(root / name)
             elif name == DEFAULT_WEIGHTS:
                 raise WeightsError(
                     f"the default weights {DEFAULT_WEIGHTS!r} are not in {root}: no weights are "
