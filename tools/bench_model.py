@@ -127,7 +127,8 @@ def main() -> None:
     print(f"model {args.model}, batch 1, eval, {args.threads} threads, {args.runs} timed runs")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}"
     )
     print(TARGETS)
     print()
