@@ -1,8 +1,8 @@
 """Fused CPU selective scan (Mamba S6): Numba kernels for the forward and the backward pass.
 
 Gu and Dao, "Mamba" (2023). The recurrence runs per (batch, channel) row, parallel over rows
-(forward) or over (batch, group, channel block) items (backward), with the N state lanes held
-in registers and vectorised. Nothing of size (B, D, L, N) is allocated: the forward keeps the
+(forward) or over (batch, group, channel block) items (backward), vectorised across the N
+state lanes. Nothing of size (B, D, L, N) is allocated: the forward keeps the
 state every ``CHUNK`` steps, and the backward recomputes each chunk's states from that
 checkpoint into a small buffer before walking it in reverse.
 
@@ -19,7 +19,10 @@ differentiates them, so the kernels only handle ``u, dt, A, B, C, D``.
 
 Kernels are compiled on first use (``cache=True``: the machine code is cached on disk next to
 this file, or in ``NUMBA_CACHE_DIR``), so nothing is compiled at install time and no C
-compiler is needed.
+compiler is needed. ``torch.set_num_threads`` sets the kernels' thread count too. Torch's and
+Numba's OpenMP pools both spin-wait after each parallel region; on a machine with few cores,
+``OMP_WAIT_POLICY=PASSIVE`` (set before torch is imported) stops them taking turns at
+stalling each other in the backward, where torch ops and kernels alternate.
 """
 
 from __future__ import annotations
