@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from istd.models.layers.patch import (
+    ConvBNAct,
     PatchExpand,
     PatchMerging,
     from_sentences,
@@ -97,3 +98,19 @@ def test_pad_to_multiple() -> None:
     x, H, W = pad_to_multiple(torch.ones(1, 1, 7, 13), 8)
     assert x.shape == (1, 1, 8, 16) and (H, W) == (7, 13)
     assert x[..., 7:, :].abs().sum() == 0 and x[..., :, 13:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("act", [torch.nn.ReLU, torch.nn.GELU, None])
+def test_conv_bn_fold_in_eval_matches_the_unfused_layers(act: type[torch.nn.Module] | None) -> None:
+    torch.manual_seed(0)
+    block = ConvBNAct(6, 10, stride=2, act=act)
+    block.train()
+    for _ in range(3):  # give the running statistics non-trivial values
+        block(torch.randn(4, 6, 15, 17) * 3 + 1)
+    block.eval()
+    x = torch.randn(2, 6, 15, 17).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = torch.nn.Sequential.forward(block, x)  # conv, BN, activation one by one
+        got = block(x)
+    diff = (got - want).abs().max().item()
+    assert diff < 1e-5, f"max diff {diff:.3g}"

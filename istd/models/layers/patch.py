@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -41,6 +42,25 @@ class ConvBNAct(nn.Sequential):
         if act is not None:
             layers.append(act())
         super().__init__(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x (B, in_chs, H, W). Returns (B, out_chs, H', W').
+
+        In eval mode the BatchNorm is folded into the conv (weight and bias rescaled on the fly,
+        a weight-sized computation), which saves one full pass over the output map.
+        """
+        conv, bn = self[0], self[1]
+        if self.training or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (out,)
+        weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)  # keeps its layout
+        bias = bn.bias - bn.running_mean * scale
+        y = F.conv2d(
+            x, weight, bias.to(x.dtype), conv.stride, conv.padding, conv.dilation, conv.groups
+        )
+        for layer in list(self)[2:]:
+            y = y.relu_() if isinstance(layer, nn.ReLU) else layer(y)  # y is ours: in place
+        return y
 
 
 class Stem(nn.Module):
@@ -167,5 +187,5 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
     H, W = x.shape[-2:]
     ph, pw = (-H) % multiple, (-W) % multiple
     if ph or pw:
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph))
+        x = F.pad(x, (0, pw, 0, ph))
     return x, H, W
