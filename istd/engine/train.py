@@ -78,6 +78,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "fit",
+    "pin_threads",
     "seed_everything",
     "split_samples",
     "train_one_epoch",
@@ -403,7 +404,7 @@ def fit(
         cleanup()
 
 
-def _pin_threads(threads: int | None) -> None:
+def pin_threads(threads: int | None) -> None:
     """Start Numba's thread pool now, then set torch's thread count.
 
     The CPU scan's Numba pool starts lazily on its first call and then resets the OpenMP
@@ -441,7 +442,7 @@ def _run(
     reporter: Reporter,
 ) -> FitResult:
     t = cfg.train
-    _pin_threads(t.threads)
+    pin_threads(t.threads)
     torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not t.deterministic
     train_s, val_s = split_samples(cfg)
