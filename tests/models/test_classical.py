@@ -141,6 +141,8 @@ def test_bad_config_raises_config_error() -> None:
         build_model("mpcm", scales=[3, 4])
     with pytest.raises(ConfigError, match="floor"):
         build_model("mpcm", floor=0.0)
+    with pytest.raises(ConfigError, match="k must"):
+        build_model("tophat", k="3")
 
 
 @pytest.mark.parametrize(

@@ -42,9 +42,9 @@ class ClassicalConfig:
     in_chans: int = 1
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.k) and self.k >= 0):
+        if not (_is_number(self.k) and math.isfinite(self.k) and self.k >= 0):
             raise ConfigError(f"k must be a finite number >= 0, got {self.k!r}")
-        if not (math.isfinite(self.floor) and self.floor > 0):
+        if not (_is_number(self.floor) and math.isfinite(self.floor) and self.floor > 0):
             raise ConfigError(f"floor must be a finite number > 0, got {self.floor!r}")
         if not (isinstance(self.in_chans, int) and self.in_chans >= 1):
             raise ConfigError(f"in_chans must be an integer >= 1, got {self.in_chans!r}")
@@ -62,6 +62,10 @@ class ClassicalConfig:
             raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _jsonable(value: Any) -> Any:
