@@ -239,10 +239,9 @@ def prepare_work_dir(
     work_dir: Path,
     resume: bool,
     load_from: str | Path | None,
-    is_main: bool,
     barrier: Callable[[], None],
 ) -> TrainConfig:
-    """Check the work dir against the request, write config.yaml (rank 0), return the config.
+    """Check the work dir against the request; return the config to train.
 
     A new run refuses a folder holding any run file, so nothing a user had is overwritten.
     `--resume` takes the saved config when `config` is None and refuses a different one.
@@ -283,11 +282,18 @@ def prepare_work_dir(
             )
     config.validate()
     barrier()  # every rank has checked the folder before rank 0 writes into it
-    if is_main and not saved_path.is_file():
-        work_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved_path, save_config(config))
-    barrier()
     return config
+
+
+def write_config(work_dir: Path, config: TrainConfig) -> None:
+    """Save the resolved config as `work_dir/config.yaml` unless a resumed run has it already.
+
+    Called once data and model are known to load, so a failed start leaves no run behind.
+    """
+    path = work_dir / "config.yaml"
+    if not path.is_file():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, save_config(config))
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -51,6 +51,7 @@ from istd.engine.checkpoint import (
     restore_run,
     save_checkpoint,
     write_best,
+    write_config,
     write_log,
 )
 from istd.engine.config import OptimConfig, ScheduleConfig, TrainConfig, apply_override, load_config
@@ -68,7 +69,7 @@ from istd.engine.evaluate import evaluate
 from istd.engine.losses import build_loss
 from istd.errors import ConfigError, DataError
 from istd.metrics import Metrics
-from istd.models import build_model, from_pretrained
+from istd.models import build_model, from_pretrained, list_models
 
 __all__ = [
     "DivergenceError",
@@ -396,7 +397,7 @@ def fit(
         torch.is_deterministic_algorithms_warn_only_enabled(),
     )
     try:
-        cfg = prepare_work_dir(config, Path(work_dir), resume, load_from, info.is_main, barrier)
+        cfg = prepare_work_dir(config, Path(work_dir), resume, load_from, barrier)
         return _run(cfg, Path(work_dir), resume, load_from, amp, dev, info, reporter or Reporter())
     finally:
         torch.set_num_threads(saved[0])
@@ -422,13 +423,17 @@ def pin_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _build_network(cfg: TrainConfig, mean: float, std: float) -> nn.Module:
-    overrides = dict(cfg.model.overrides)
-    overrides.update(norm_mean=(mean,), norm_std=(std,))
-    model = build_model(cfg.model.name, **overrides)
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ConfigError(f"model {cfg.model.name!r} has no trainable parameters")
-    return model
+def _build_network(cfg: TrainConfig, mean: float, std: float, seed: int) -> nn.Module:
+    """The network to train, seeded, with the training split's normalisation in its config."""
+    probe = build_model(cfg.model.name, **cfg.model.overrides)
+    if not any(p.requires_grad for p in probe.parameters()):
+        networks = [n for n in list_models() if n.startswith("mim-istd")]
+        raise ConfigError(
+            f"model {cfg.model.name!r} has no trainable parameters (a weight-free detector); "
+            f"train a network: {', '.join(networks)}"
+        )
+    seed_everything(seed)  # same initial weights on every rank and every run
+    return build_model(cfg.model.name, **cfg.model.overrides, norm_mean=(mean,), norm_std=(std,))
 
 
 def _run(
@@ -451,8 +456,7 @@ def _run(
         mean, std = cfg.data.norm_mean[0], cfg.data.norm_std[0]
     else:
         mean, std = compute_norm_stats(train_s)
-    seed_everything(t.seed)  # same initial weights on every rank
-    model = _build_network(cfg, mean, std).to(dev)
+    model = _build_network(cfg, mean, std, t.seed).to(dev)
     ckpt_path = work_dir / "last.ckpt"
     record = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     if load_from is not None and record is None:
@@ -470,6 +474,7 @@ def _run(
         state = restore_run(record, model, optimizer, scheduler, splits, ckpt_path)
         reporter.note(f"resuming after epoch {state.epoch} (step {state.step}) from {ckpt_path}")
     if info.is_main:
+        write_config(work_dir, cfg)
         recover_dir(work_dir / "best")
         for name in ("config.yaml", "log.csv", "last.ckpt"):
             remove_stale_temps(work_dir, name)  # left by a SIGKILL mid-write

@@ -293,3 +293,14 @@ def test_thread_count_holds_for_every_step(synthetic: Path, tmp_path: Path) -> N
     fit("mim-istd_nuaa-sirst", tmp_path / "t", overrides=tiny(synthetic), reporter=Spy())
     assert seen == [1, 1, 1, 1]
     assert torch.get_num_threads() == before
+
+
+def test_failed_start_leaves_no_run_behind(synthetic: Path, tmp_path: Path) -> None:
+    work = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "model.name=tophat"))
+    with pytest.raises(ConfigError, match="bogus"):
+        fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "model.overrides={bogus: 1}"))
+    assert not work.exists() or not list(work.iterdir())
+    # The corrected command then starts normally in the same folder.
+    assert fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "train.epochs=1")).epochs == 1
