@@ -304,3 +304,19 @@ def test_failed_start_leaves_no_run_behind(synthetic: Path, tmp_path: Path) -> N
     assert not work.exists() or not list(work.iterdir())
     # The corrected command then starts normally in the same folder.
     assert fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "train.epochs=1")).epochs == 1
+
+
+@pytest.mark.slow
+def test_default_recipe_learns_synthetic_targets(tmp_path: Path) -> None:
+    # 12 training frames, bright 3 x 3 targets on noise: AdaGrad + SoftIoU (the shipped recipe)
+    # must find them on the validation frames within 60 short epochs.
+    root = make_dataset(tmp_path / "data", n=24, size=(32, 32))
+    result = fit(
+        "mim-istd_nuaa-sirst",
+        tmp_path / "run",
+        overrides=tiny(root, "train.epochs=60", "train.batch_size=4"),
+    )
+    first, last = result.history[0], result.history[-1]
+    assert last["loss"] < first["loss"] - 0.1
+    assert result.best_value is not None and result.best_value > 0.25  # validation IoU
+    assert last["val_pd"] == 1.0 and last["val_fa"] < 1e-3
