@@ -9,8 +9,13 @@ Example:
     >>> result = predictor(image)             # HxW array -> probability, mask, detections
 """
 
+import os
 from importlib import import_module
 from typing import Any
+
+# Torch's and Numba's OpenMP pools alternate on the CPU scan path; spinning workers of one pool
+# stall the other (backward up to 5x slower). Must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton fixes interpret mode when it is first imported, which any test may trigger: without a
+# GPU, the Triton kernels can only run (slowly, on small shapes) in its interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("ISTD_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
