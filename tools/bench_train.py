@@ -25,9 +25,9 @@ from istd.engine.losses import build_loss
 from istd.engine.train import (
     build_optimizer,
     build_scheduler,
+    configure_cpu,
     make_train_loader,
     make_train_set,
-    pin_threads,
     seed_everything,
     split_samples,
     train_one_epoch,
@@ -53,7 +53,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    pin_threads(args.threads)  # also holds for the Numba scan kernels
+    configure_cpu(args.threads)  # as `fit`: threads hold for Numba too; denormals flushed
     device = torch.device(args.device)
     cfg = load_config(
         "mim-istd_nuaa-sirst",
