@@ -325,9 +325,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
         )  # fmt: skip
-        # (batch, G, P, L, N) -> (batch, G, P * L, N) -> summed over P, (batch, G, N, L)
-        dB = _swap_last(dB_part.view(batch, G, parts * L, N), parts)
-        dC = _swap_last(dC_part.view(batch, G, parts * L, N), parts)
+        # (batch, G, P, L, N) summed over P -> (batch, G, L, N), returned as a transposed
+        # (batch, G, N, L) view: autograd takes any strides, and the swap was a serial pass
+        dB = (dB_part[:, :, 0] if parts == 1 else dB_part.sum(2)).transpose(2, 3)
+        dC = (dC_part[:, :, 0] if parts == 1 else dC_part.sum(2)).transpose(2, 3)
         del ctx.arrays
         return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
 

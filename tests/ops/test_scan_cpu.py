@@ -50,6 +50,23 @@ def test_half_precision_inputs_compute_in_float32(scan_inputs, scan_check, dtype
     scan_check("cpu", x, prepare=lambda t: t.to(dtype), grad_tol=grad_tol)
 
 
+@pytest.mark.parametrize("layout", ["ln", "gnbl", "expanded"])
+def test_B_and_C_in_any_memory_layout(scan_inputs, scan_check, layout: str) -> None:
+    # SS2D passes B, C as einsum returns them; the kernel must read any strides, forward and
+    # backward (its dB, dC come back as transposed views)
+    def prepare(t: torch.Tensor) -> torch.Tensor:
+        t = t.float()
+        if t.dim() != 4:  # only B and C are (batch, G, N, L)
+            return t
+        if layout == "ln":  # (batch, G, L, N) memory, as SS2D builds it
+            return t.transpose(2, 3).contiguous().transpose(2, 3)
+        if layout == "gnbl":  # (G, N, batch, L) memory, what a per-group bmm returns
+            return t.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)
+        return t[:, :1].expand_as(t)  # a stride-0 group axis (not a leaf-like layout)
+
+    scan_check("cpu", scan_inputs(5, 8, 16, 37, groups=4), prepare=prepare)
+
+
 def test_huge_batch_of_short_sequences(scan_inputs, scan_check) -> None:
     # MiM-ISTD's inner (word) scan: many sentences of L = 16
     scan_check("cpu", scan_inputs(300, 8, 16, 16, groups=4))
