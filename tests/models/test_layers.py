@@ -59,6 +59,26 @@ def test_ss2d_matches_plain_formulation(scan: str, size: tuple[int, int]) -> Non
     assert diff < 1e-9, f"max diff {diff:.3g}"
 
 
+@pytest.mark.parametrize("scan", ["cross", "grouped"])
+def test_ss2d_float32_cpu_path_matches_plain_formulation(scan: str) -> None:
+    # float32 CPU tensors take the Numba gather/merge path; the plain formulation does not
+    torch.manual_seed(1)
+    m = SS2D(8, d_state=4, scan=scan, backend="cpu")
+    x = torch.randn(3, 5, 6, 8, requires_grad=True)
+    got, want = m(x), _ss2d_plain(m, x)
+    diff = (got - want).abs().max().item()
+    assert diff < 1e-4 * want.abs().max().item(), f"max diff {diff:.3g}"
+    g = torch.randn_like(got)
+    params = [x, *m.parameters()]
+    got_g = torch.autograd.grad(got, params, g, allow_unused=True)
+    want_g = torch.autograd.grad(want, params, g, allow_unused=True)
+    for p, a, b in zip(params, got_g, want_g, strict=True):
+        if b is None:
+            continue
+        diff = (a - b).abs().max().item()
+        assert diff <= 1e-3 * b.abs().max().item() + 1e-6, f"grad {tuple(p.shape)}: {diff:.3g}"
+
+
 def test_ss2d_sees_the_whole_grid_in_both_axes() -> None:
     """Changing one token changes outputs before it in row-major order (the reversed scans)."""
     torch.manual_seed(0)

@@ -22,6 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from istd.ops import ScanOrder, build_scan_order, selective_scan
+from istd.ops._availability import HAS_NUMBA as _HAS_NUMBA
+
+if _HAS_NUMBA:
+    from istd.ops.scan_gather_cpu import scan_gather_cpu, scan_merge_cpu
 
 
 class ChannelAffinity(nn.Module):
@@ -136,14 +140,23 @@ class SS2D(nn.Module):
         z = F.linear(x, w_in[Di:])  # (B, H, W, 2d)
         x = F.linear(x, w_in[:Di])  # (B, H, W, 2d)
         x = F.silu(self.conv(x.permute(0, 3, 1, 2)))  # (B, 2d, H, W) in channels_last memory
-        # Every direction's input in its scan order, one gather: (B, K, C', L).
         order = self._order(H, W)
-        index = order.index.to(x.device).view(1, K, 1, L)  # (1, K, 1, L)
-        u_src = x.reshape(Bt, Di, L)  # (B, 2d, L) channel-major (one copy from channels_last)
-        u_src = (
-            u_src.view(Bt, K, Cd, L) if order.grouped else u_src.unsqueeze(1).expand(Bt, K, Di, L)
-        )
-        u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
+        # On the CPU, Numba kernels move tokens straight between the channels-last map and the
+        # scan orders (one pass each way, no channel-major copy, no scatter_add in training).
+        fast = _HAS_NUMBA and x.device.type == "cpu" and x.dtype == torch.float32
+        if fast:
+            x_cl = x.permute(0, 2, 3, 1).reshape(Bt, L, Di)  # (B, L, 2d), a view
+            u = scan_gather_cpu(x_cl, order.index, order.inverse, order.grouped)  # (B,K,C',L)
+        else:
+            # Every direction's input in its scan order, one gather: (B, K, C', L).
+            index = order.index.to(x.device).view(1, K, 1, L)  # (1, K, 1, L)
+            u_src = x.reshape(Bt, Di, L)  # (B, 2d, L) channel-major (one copy)
+            u_src = (
+                u_src.view(Bt, K, Cd, L)
+                if order.grouped
+                else u_src.unsqueeze(1).expand(Bt, K, Di, L)
+            )
+            u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
         # Per-direction projections; einsum picks the GEMM layout (few big or many small).
         # Three products instead of one split: B and C come out contiguous, as the scan reads them.
         w = self.x_proj_weight  # (K, R+2N, C')
@@ -162,6 +175,13 @@ class SS2D(nn.Module):
             delta_softplus=True,
             backend=self.backend,
         )  # (B, K*C', L) float32
+        if fast:
+            y = scan_merge_cpu(y.view(Bt, K, Cd, L), order.index, order.inverse, order.grouped)
+            y = y.view(Bt, H, W, Di)  # (B, L, 2d) -> (B, H, W, 2d)
+            if self.affinity is not None:
+                y = self.affinity(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            y = self.out_norm(y) * F.silu(z)  # (B, H, W, 2d)
+            return self.out_proj(y)  # (B, H, W, d)
         inverse = order.inverse.to(x.device).view(1, K, 1, L)
         y = torch.gather(
             y.view(Bt, K, Cd, L).to(x.dtype), 3, inverse.expand(Bt, K, Cd, L)
