@@ -144,3 +144,11 @@ def test_bad_input_shape_raises_data_error(shape: tuple[int, ...]) -> None:
     model = _build("mim-istd-test", scan_backend="reference").eval()
     with pytest.raises(DataError, match="model input must be"):
         model(torch.rand(*shape, device=DEVICE))
+
+
+def test_untrained_network_starts_at_the_target_prior() -> None:
+    # From sigmoid(0) = 0.5 SoftIoU training stalls; the head starts every pixel near 1 %.
+    model = build_model("mim-istd-test").eval()
+    with torch.inference_mode():
+        prob = torch.sigmoid(model(torch.rand(1, 1, 64, 96)))
+    assert 0.002 < prob.mean().item() < 0.05
