@@ -13,10 +13,9 @@ scan several times slower than the C measuring stick, so ``_exp`` is a Cody-Wait
 reduction with a degree-6 polynomial (relative error < 4e-7 over the float32 range) whose
 2^k scaling is built by a bit cast; LLVM vectorises it across the state lanes.
 
-``delta_bias`` and the softplus run inside the kernels, as one vectorised pass over each row's
-chunk (softplus by the same polynomial exp and an atanh series for log1p), so no time-step
-tensor is written, saved or differentiated by torch. The ``silu(z)`` gate and fp16/bf16 ->
-float32 casts run as PyTorch ops around the kernel; autograd differentiates them.
+The elementwise parts (``delta_bias`` + softplus before the scan, the ``silu(z)`` gate after it,
+fp16/bf16 -> float32 casts) run as vectorised PyTorch ops around the kernel; autograd
+differentiates them, so the kernels only handle ``u, dt, A, B, C, D``.
 
 Kernels are compiled on first use (``cache=True``: the machine code is cached on disk next to
 this file, or in ``NUMBA_CACHE_DIR``), so nothing is compiled at install time and no C
@@ -94,57 +93,11 @@ def _exp(x):
     return p * _bits_to_float32((np.int32(k) + 127) << 23)  # p * 2^k
 
 
-_TWO = np.float32(2.0)
-_THIRD = np.float32(1.0 / 3.0)  # odd-power series of atanh: log1p(y) = 2 atanh(y / (2 + y))
-_FIFTH = np.float32(1.0 / 5.0)
-_SEVENTH = np.float32(1.0 / 7.0)
-_NINTH = np.float32(1.0 / 9.0)
-_ELEVENTH = np.float32(1.0 / 11.0)
-_THIRTEENTH = np.float32(1.0 / 13.0)
-
-
-@njit(inline="always", fastmath=True, cache=True)
-def _softplus(x):
-    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), vectorisable (no libm call).
-
-    With y = exp(-|x|) in (0, 1], s = y / (2 + y) <= 1/3 and log1p(y) = 2 atanh(s); the
-    series to s^13 leaves a relative error below 2e-8.
-    """
-    y = _exp(-abs(x))
-    s = y / (_TWO + y)
-    s2 = s * s
-    q = _THIRTEENTH
-    q = q * s2 + _ELEVENTH
-    q = q * s2 + _NINTH
-    q = q * s2 + _SEVENTH
-    q = q * s2 + _FIFTH
-    q = q * s2 + _THIRD
-    q = q * s2 + _ONE
-    return max(x, _ZERO) + _TWO * s * q
-
-
-@njit(inline="always", fastmath=True, cache=True)
-def _sigmoid(x):
-    """1 / (1 + exp(-x)), the derivative of softplus (exp clamps, so no overflow)."""
-    return _ONE / (_ONE + _exp(-x))
-
-
-@njit(inline="always", fastmath=True, cache=True)
-def _row_dt(delta, r, t0, T, bias, softplus, out):
-    """out[j] = softplus(delta[r, t0 + j] + bias) (or without softplus), j < T: one
-    vectorised pass per row and chunk instead of a scalar exp and log per scan step."""
-    for j in range(T):
-        v = delta[r, t0 + j] + bias
-        out[j] = _softplus(v) if softplus else v
-
-
 @njit(parallel=True, fastmath=True, cache=True)
-def _scan_fwd_kernel(u, dt, bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
+def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
     """Forward scan.
 
-    u, dt, y: (R, L), R = batch * dim, row r = (b, d); the time step is
-    ``softplus(dt + bias[d])`` when ``softplus``, else ``dt + bias[d]``; A: (dim, N);
-    Bm, Cm: (batch, G, L, N);
+    u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
     Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
     chunk (written when ``save_ckpt``). Rows are split into ``n_blocks`` parallel blocks so that
     scratch memory is allocated per block, not per row (MiM-ISTD's word scans have ~10^5 rows
@@ -157,7 +110,6 @@ def _scan_fwd_kernel(u, dt, bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, save_c
     per_block = (R + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
         h = np.empty(N, np.float32)
-        dts = np.empty(CHUNK, np.float32)
         for r in range(blk * per_block, min(R, blk * per_block + per_block)):
             b = r // dim
             d = r % dim
@@ -169,10 +121,8 @@ def _scan_fwd_kernel(u, dt, bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, save_c
                 if save_ckpt:
                     for n in range(N):
                         ckpt[r, c, n] = h[n]
-                t0 = c * CHUNK
-                _row_dt(dt, r, t0, min(CHUNK, L - t0), bias[d], softplus, dts)
-                for t in range(t0, min(t0 + CHUNK, L)):
-                    dtt = dts[t - t0]
+                for t in range(c * CHUNK, min(c * CHUNK + CHUNK, L)):
+                    dtt = dt[r, t]
                     x = u[r, t]
                     dx = dtt * x
                     # the update and the C contraction are separate loops: a reduction in
@@ -189,7 +139,7 @@ def _scan_fwd_kernel(u, dt, bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, save_c
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _scan_bwd_kernel(
-    u, dt, bias, softplus, A, Bm, Cm, Dv, gy, glast, ckpt, parts, n_blocks,
+    u, dt, A, Bm, Cm, Dv, gy, glast, ckpt, parts, n_blocks,
     du, ddt, dA_part, dD_part, dB_part, dC_part,
 ):  # fmt: skip
     """Backward scan: gradients of the forward's y (and last state) w.r.t. u, dt, A, B, C, D.
@@ -199,8 +149,7 @@ def _scan_bwd_kernel(
     gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
     parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), zero on entry,
     one slice per block (a block's items cover several batch entries), summed afterwards.
-    du, ddt: (R, L); ddt is the gradient of the raw ``dt`` (through the bias add and the
-    softplus, when on). Items are split into ``n_blocks`` parallel blocks. Within an item the
+    du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
     chunk loop is outermost, so the item's dB/dC rows of one chunk stay in L1 while each of
     its channels adds to them.
     """
@@ -218,8 +167,6 @@ def _scan_bwd_kernel(
         lam = np.empty((per_part, N), np.float32)  # dLoss/dh carried back, times decay
         dA_acc = np.empty((per_part, N), np.float32)
         dD_acc = np.empty(per_part, np.float32)
-        dts = np.empty(CHUNK, np.float32)  # the chunk's time steps, recomputed
-        sig = np.empty(CHUNK, np.float32)  # d softplus / d dt at those steps
         for item in range(blk * per_block, min(n_items, blk * per_block + per_block)):
             b = item // (G * parts)
             g = (item // parts) % G
@@ -241,15 +188,12 @@ def _scan_bwd_kernel(
                 for k in range(n_d):
                     d = d_start + k
                     r = b * dim + d
-                    _row_dt(dt, r, t0, T, bias[d], softplus, dts)
-                    for j in range(T):
-                        sig[j] = _sigmoid(dt[r, t0 + j] + bias[d]) if softplus else _ONE
                     for n in range(N):
                         hs[0, n] = ckpt[r, c, n]
                     # recompute the chunk's states; dC needs h_t
                     for j in range(T):
                         t = t0 + j
-                        dtt = dts[j]
+                        dtt = dt[r, t]
                         dx = dtt * u[r, t]
                         gyt = gy[r, t]
                         for n in range(N):
@@ -263,7 +207,7 @@ def _scan_bwd_kernel(
                     dd = _ZERO
                     for j in range(T - 1, -1, -1):
                         t = t0 + j
-                        dtt = dts[j]
+                        dtt = dt[r, t]
                         x = u[r, t]
                         dx = dtt * x
                         gyt = gy[r, t]
@@ -278,7 +222,7 @@ def _scan_bwd_kernel(
                             s_a += w * A[d, n]
                             lam[k, n] = lt * decay[j, n]
                         du[r, t] = dtt * s_b + skip * gyt
-                        ddt[r, t] = (s_a + x * s_b) * sig[j]
+                        ddt[r, t] = s_a + x * s_b
                         dd += gyt * x
                     dD_acc[k] += dd
             for k in range(n_d):
@@ -331,21 +275,14 @@ def _backward_parts(batch: int, groups: int, per_group: int) -> int:
 
 
 class _SelectiveScanCPU(torch.autograd.Function):
-    """Core scan y = scan(u, dt, A, B, C) + D u on float32 CPU tensors, with its backward.
-
-    The time step is ``softplus(delta + bias)`` (``delta + bias`` when ``softplus`` is off),
-    computed inside the kernels: no (batch, dim, L) time-step tensor is written or saved.
-    """
+    """Core scan y = scan(u, dt, A, B, C) + D u on float32 CPU tensors, with its backward."""
 
     @staticmethod
-    def forward(
-        ctx, u: Tensor, delta: Tensor, bias: Tensor, softplus: bool,
-        A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-    ):  # fmt: skip
-        # u, delta (batch, dim, L); bias (dim,); A (dim, N); B, C (batch, G, N, L); D (dim,)
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor):
+        # u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D (dim,)
         batch, dim, L = u.shape
         N = A.shape[1]
-        u2, dt2 = _np(u).reshape(batch * dim, L), _np(delta).reshape(batch * dim, L)  # (R, L)
+        u2, dt2 = _np(u).reshape(batch * dim, L), _np(dt).reshape(batch * dim, L)  # (R, L)
         Bt = _swap_last(B).numpy()  # (batch, G, N, L) -> (batch, G, L, N)
         Ct = _swap_last(C).numpy()  # (batch, G, N, L) -> (batch, G, L, N)
         A2, D2 = _np(A), _np(D)
@@ -356,23 +293,22 @@ class _SelectiveScanCPU(torch.autograd.Function):
         ckpt = np.empty((batch * dim, n_chunks, N), np.float32)  # (R, chunks, N)
         _sync_threads()
         _scan_fwd_kernel(
-            u2, dt2, _np(bias), softplus, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
+            u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
             last.numpy().reshape(batch * dim, N), ckpt, save, min(batch * dim, _MAX_BLOCKS),
         )  # fmt: skip
         if save:
             # the inputs go through save_for_backward so that autograd notices in-place edits
-            ctx.save_for_backward(u, delta, bias, A, D)
-            ctx.softplus = softplus
+            ctx.save_for_backward(u, dt, A, D)
             ctx.arrays = (Bt, Ct, ckpt)
         return y, last
 
     @staticmethod
     def backward(ctx, gy: Tensor | None, glast: Tensor | None):
-        u, delta, bias, A, D = ctx.saved_tensors
+        u, dt, A, D = ctx.saved_tensors
         Bt, Ct, ckpt = ctx.arrays
         batch, dim, L = u.shape
         R, N, G = batch * dim, A.shape[1], Bt.shape[1]
-        u2, dt2, A2, D2 = _np(u).reshape(R, L), _np(delta).reshape(R, L), _np(A), _np(D)
+        u2, dt2, A2, D2 = _np(u).reshape(R, L), _np(dt).reshape(R, L), _np(A), _np(D)
         gy2 = np.zeros((R, L), np.float32) if gy is None else _np(gy).reshape(R, L)
         gl2 = np.zeros((R, N), np.float32) if glast is None else _np(glast).reshape(R, N)
         parts = _backward_parts(batch, G, dim // G)
@@ -385,7 +321,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dC_part = torch.empty(batch, G, parts, L, N)
         _sync_threads()
         _scan_bwd_kernel(
-            u2, dt2, _np(bias), ctx.softplus, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, n_blocks,
+            u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, n_blocks,
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
         )  # fmt: skip
@@ -394,8 +330,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dB = (dB_part[:, :, 0] if parts == 1 else dB_part.sum(2)).transpose(2, 3)
         dC = (dC_part[:, :, 0] if parts == 1 else dC_part.sum(2)).transpose(2, 3)
         del ctx.arrays
-        dbias = ddt.sum((0, 2)) if ctx.needs_input_grad[2] else None
-        return du, ddt, dbias, None, dA_part.sum(0), dB, dC, dD_part.sum(0)
+        return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
 
 
 def selective_scan_cpu(
@@ -418,8 +353,11 @@ def selective_scan_cpu(
         y (B, D, L) float32, and the last state (B, D, N) float32 when ``return_last_state``.
     """
     dim = u.shape[1]
-    # delta_bias and the softplus are applied inside the kernels (one vectorised pass per row)
-    bias = delta_bias.float() if delta_bias is not None else u.new_zeros(dim, dtype=torch.float32)
+    dt = delta.float()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[:, None]  # (D,) -> (D, 1) broadcast over L
+    if delta_softplus:
+        dt = F.softplus(dt)
     B4 = B.float() if B.dim() == 4 else B.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
     C4 = C.float() if C.dim() == 4 else C.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
     if B4.shape[1] != C4.shape[1]:  # the kernel indexes both by one group id
@@ -427,9 +365,7 @@ def selective_scan_cpu(
         B4 = B4.repeat_interleave(groups // B4.shape[1], dim=1)  # (B, G, N, L)
         C4 = C4.repeat_interleave(groups // C4.shape[1], dim=1)  # (B, G, N, L)
     Dv = D.float() if D is not None else u.new_zeros(dim, dtype=torch.float32)
-    y, last = _SelectiveScanCPU.apply(
-        u.float(), delta.float(), bias, bool(delta_softplus), A.float(), B4, C4, Dv
-    )
+    y, last = _SelectiveScanCPU.apply(u.float(), dt, A.float(), B4, C4, Dv)
     if z is not None:
         y = y * F.silu(z.float())
     return (y, last) if return_last_state else y
