@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from istd._atomic import write_atomic
 from istd.errors import DataError
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "read_mask",
     "to_grey",
     "binarise_mask",
+    "exists_error",
     "write_bytes_atomic",
     "write_png_atomic",
 ]
@@ -258,19 +259,9 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return binarise_mask(decode_image(path), path)
 
 
-def _move_no_overwrite(tmp: str, path: Path) -> None:
-    # link() fails when the name exists, so a file that appeared meanwhile is never replaced.
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        # File systems without hard links: check, then rename (a small race is accepted).
-        if path.exists():
-            raise FileExistsError(path) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
+def exists_error(path: Path) -> DataError:
+    """The `DataError` for a destination that must not be overwritten (`istd._atomic` callers)."""
+    return DataError(f"{path}: already exists; not overwritten")
 
 
 def write_png_atomic(
@@ -311,7 +302,7 @@ def write_png_atomic(
 def write_bytes_atomic(
     path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False
 ) -> Path:
-    """Write bytes to a file atomically (temporary file, fsync, then move into place).
+    """Write bytes to a file atomically (`istd._atomic`: temp file, fsync, move into place).
 
     Args:
         path: destination file; its folder is created if needed.
@@ -326,25 +317,6 @@ def write_bytes_atomic(
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if overwrite:
-                os.replace(tmp, path)
-            else:
-                _move_no_overwrite(tmp, path)
-        except FileExistsError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise DataError(f"{path}: already exists; not overwritten") from None
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        return write_atomic(path, data, overwrite=overwrite, on_exists=exists_error)
     except OSError as exc:
         raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    return path

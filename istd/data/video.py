@@ -7,9 +7,7 @@ to luminance, as `istd.data.io.read_image` does for images.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from istd._atomic import AtomicFile
 from istd.data.io import IMAGE_EXTENSIONS, read_image
 from istd.errors import DataError
 
@@ -179,17 +178,15 @@ class AtomicVideoWriter:
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
         self.size = (int(size[0]), int(size[1]))
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=self.path.suffix or ".mp4", dir=self.path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
+        # The temporary name keeps the extension: OpenCV picks the container from it.
+        self._target = AtomicFile(self.path, overwrite=True, suffix=self.path.suffix or ".mp4")
+        self._tmp = self._target.tmp
         fourcc = cv2.VideoWriter_fourcc(*"mp4v")
         self._writer = cv2.VideoWriter(
             str(self._tmp), fourcc, float(fps) if fps > 0 else 30.0, self.size
         )
         if not self._writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
+            self._target.discard()
             raise DataError(f"{self.path}: OpenCV cannot open a video writer (codec mp4v)")
 
     def write(self, frame: np.ndarray) -> None:
@@ -206,18 +203,12 @@ class AtomicVideoWriter:
     def close(self) -> None:
         """Finish the file, flush it to disk and move it to its final name."""
         self._writer.release()
-        with open(self._tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp made the file private; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
+        self._target.commit()
 
     def abort(self) -> None:
         """Drop the partial file."""
         self._writer.release()
-        self._tmp.unlink(missing_ok=True)
+        self._target.discard()
 
     def __enter__(self) -> AtomicVideoWriter:
         return self

@@ -7,19 +7,16 @@ dicts, every RNG state, epoch, step, best value and the epoch log. It is read ba
 arbitrary code (the issue's contract; torchvision's reference scripts keep the same shape). The
 published weights (`best/`) are safetensors + JSON, written by the model's `save_pretrained`.
 
-Every file is written to a temporary name in the same folder, flushed, fsynced, renamed over
-the target with `os.replace`, and the folder is fsynced, so a SIGKILL at any moment leaves either
-the old or the new file, never a torn one.
+Every file and the `best/` folder are written through `istd._atomic` (temporary name in the same
+folder, fsync, `os.replace`, fsync of the folder), so a SIGKILL at any moment leaves either the
+old or the new file, never a torn one.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,54 +27,21 @@ import torch
 import yaml
 from torch import nn
 
+from istd._atomic import atomic_open, replace_dir_atomic, write_atomic
 from istd.engine.config import TrainConfig, config_from_dict, save_config
 from istd.errors import ConfigError, WeightsError
 
 CHECKPOINT_VERSION = 1
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a crash (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file, fsync, rename, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600 files; give the usual permissions of a new file instead.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """Write `data` to `path` atomically, replacing any file there (`istd._atomic`)."""
+    write_atomic(path, data, overwrite=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """UTF-8 text version of `atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    write_atomic(path, text, overwrite=True)
 
 
 def write_csv_atomic(
@@ -91,57 +55,6 @@ def write_csv_atomic(
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def replace_dir_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Fill a fresh temporary folder with `write(tmp)` and swap it in place of `path`.
-
-    The old folder is renamed aside before the new one is renamed in, then deleted; if the
-    process dies between the two renames, `recover_dir` restores the old one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        tmp.chmod(0o777 & ~_umask())
-        write(tmp)
-        for child in tmp.iterdir():
-            if child.is_file():
-                with open(child, "rb") as fh:
-                    os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def recover_dir(path: str | Path) -> None:
-    """Undo a `replace_dir_atomic` cut short between its renames, and drop stale temp folders."""
-    path = Path(path)
-    old = path.with_name(f".{path.name}.old")
-    if old.exists():
-        if path.exists():
-            shutil.rmtree(old)
-        else:
-            os.replace(old, path)
-    remove_stale_temps(path.parent, path.name)
-
-
-def remove_stale_temps(folder: Path, name: str) -> None:
-    """Delete the temp files or folders a killed atomic write of `folder/name` left behind."""
-    for stale in Path(folder).glob(f".{name}.*.tmp"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -188,9 +101,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, record: dict[str, Any]) -> None:
     """Write a resume record atomically (see module docstring for the format)."""
-    buf = io.BytesIO()
-    torch.save({"version": CHECKPOINT_VERSION, **record}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb", overwrite=True) as handle:  # streamed: no in-memory copy
+        torch.save({"version": CHECKPOINT_VERSION, **record}, handle)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

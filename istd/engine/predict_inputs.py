@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,7 +19,8 @@ from typing import Literal, TextIO
 import cv2
 import numpy as np
 
-from istd.data.io import IMAGE_EXTENSIONS
+from istd._atomic import atomic_open
+from istd.data.io import IMAGE_EXTENSIONS, exists_error
 from istd.data.video import VIDEO_SUFFIXES
 from istd.engine.detections import Detection
 from istd.errors import ConfigError, DataError
@@ -37,16 +36,6 @@ __all__ = [
 ]
 
 InputKind = Literal["image", "video", "sequence", "missing"]
-
-
-def _default_file_mode() -> int:
-    # mkstemp creates files readable by the owner only; outputs get the usual 0o666 & ~umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _default_file_mode()
 
 
 @dataclass
@@ -172,20 +161,10 @@ def atomic_text(path: Path, overwrite: bool = True) -> Iterator[TextIO]:
     Raises:
         DataError: `path` exists and `overwrite` is false.
     """
-    if not overwrite and path.exists():
-        raise DataError(f"{path}: already exists; not overwritten")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(
+        path, "w", overwrite=overwrite, on_exists=exists_error, newline="", encoding="utf-8"
+    ) as handle:
+        yield handle
 
 
 def to_bgr8(frame: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from istd._atomic import recover_dir, remove_stale_temps
 from istd.data import (
     IRSTDDataset,
     apply_transform,
@@ -46,8 +47,6 @@ from istd.engine.checkpoint import (
     load_weights,
     make_record,
     prepare_work_dir,
-    recover_dir,
-    remove_stale_temps,
     restore_run,
     save_checkpoint,
     write_best,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from istd._atomic import write_atomic
 from istd.errors import ConfigError, WeightsError
 from istd.models._registry import build_model, list_models
 
@@ -44,23 +44,8 @@ def weights_dir() -> Path:
     return Path(istd.__file__).resolve().parents[1] / "weights"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes through a temp file in the same folder, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _refuse_overwrite(path: Path) -> WeightsError:
+    return WeightsError(f"refusing to overwrite {path} (pass overwrite=True)")
 
 
 def _config_dict(model: nn.Module) -> dict[str, Any]:
@@ -138,10 +123,15 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     # Detached, contiguous CPU copies: safetensors rejects views sharing storage.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _write_atomic(targets[0], safetensors_bytes(tensors, metadata={"model": name}))
-    _write_atomic(targets[1], (meta + "\n").encode())
     card = _card(name, json.loads(meta)["config"], extra or {})
-    _write_atomic(targets[2], card.encode())
+    contents = [
+        safetensors_bytes(tensors, metadata={"model": name}),
+        (meta + "\n").encode(),
+        card.encode(),
+    ]
+    for target, data in zip(targets, contents, strict=True):
+        # on_exists: a file that appeared after the check above is still not replaced.
+        write_atomic(target, data, overwrite=overwrite, on_exists=_refuse_overwrite)
     return directory
 
 

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from istd._atomic import recover_dir, replace_dir_atomic
 from istd.engine.checkpoint import (
     atomic_write_text,
     capture_rng_state,
     load_checkpoint,
-    recover_dir,
-    replace_dir_atomic,
     restore_rng_state,
     save_checkpoint,
     write_csv_atomic,
