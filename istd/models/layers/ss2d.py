@@ -145,7 +145,7 @@ class SS2D(nn.Module):
         # scan orders (one pass each way, no channel-major copy, no scatter_add in training).
         fast = _HAS_NUMBA and x.device.type == "cpu" and x.dtype == torch.float32
         if fast:
-            x_cl = x.permute(0, 2, 3, 1).reshape(Bt, L, Di)  # (B, L, 2d), a view
+            x_cl = x.permute(0, 2, 3, 1).reshape(Bt, L, Di)  # (B, L, 2d), a view if channels_last
             u = scan_gather_cpu(x_cl, order.index, order.inverse, order.grouped)  # (B,K,C',L)
         else:
             # Every direction's input in its scan order, one gather: (B, K, C', L).
