@@ -265,7 +265,7 @@ def run_evaluation(
     from torch.utils.data import DataLoader
 
     from istd.data import IRSTDDataset, open_dataset
-    from istd.engine.train import ids_sha256
+    from istd.engine.train_data import ids_sha256
     from istd.models import from_pretrained
 
     if not sources:

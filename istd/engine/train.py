@@ -9,15 +9,14 @@ each sample's augmentation is seeded with (seed, epoch, index); and every epoch 
 seeding Python, NumPy and torch with (seed, epoch, rank). So an epoch's randomness depends
 on nothing that came before it, which makes a resumed run (from the epoch-level `last.ckpt`)
 equal to an uninterrupted one, whatever the DataLoader workers or the DDP world do. The RNG
-states are stored in the checkpoint as well and restored on resume.
+states are stored in the checkpoint as well and restored on resume. The data side lives in
+`istd.engine.train_data`, the optimiser and schedule in `istd.engine.optim`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable
@@ -25,22 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
 from istd._atomic import recover_dir, remove_stale_temps
-from istd.data import (
-    IRSTDDataset,
-    apply_transform,
-    compute_norm_stats,
-    load_pair,
-    open_dataset,
-    train_transform,
-)
-from istd.data.layouts import Sample
+from istd.data import IRSTDDataset, compute_norm_stats
 from istd.engine.checkpoint import (
     RunState,
     load_checkpoint,
@@ -53,7 +43,7 @@ from istd.engine.checkpoint import (
     write_config,
     write_log,
 )
-from istd.engine.config import OptimConfig, ScheduleConfig, TrainConfig, apply_override, load_config
+from istd.engine.config import TrainConfig, apply_override, load_config
 from istd.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -66,6 +56,14 @@ from istd.engine.distributed import (
 )
 from istd.engine.evaluate import evaluate
 from istd.engine.losses import build_loss
+from istd.engine.optim import build_optimizer, build_scheduler
+from istd.engine.train_data import (
+    ids_sha256,
+    make_train_loader,
+    make_train_set,
+    seed_everything,
+    split_samples,
+)
 from istd.errors import ConfigError, DataError
 from istd.metrics import Metrics
 from istd.models import build_model, from_pretrained, list_models
@@ -74,13 +72,8 @@ __all__ = [
     "DivergenceError",
     "FitResult",
     "Reporter",
-    "EpochSeededDataset",
-    "build_optimizer",
-    "build_scheduler",
     "fit",
     "configure_cpu",
-    "seed_everything",
-    "split_samples",
     "train_one_epoch",
 ]
 
@@ -91,122 +84,6 @@ LOG_METRICS = ("iou", "niou", "pd", "fa")
 
 class DivergenceError(ConfigError):
     """The loss became NaN or infinite; the run stopped before the bad step was applied."""
-
-
-def seed_everything(seed: int, *keys: int) -> None:
-    """Seed Python, NumPy and torch from `seed` and extra keys (epoch, rank) via SeedSequence."""
-    state = np.random.SeedSequence([seed, *keys]).generate_state(2)
-    random.seed(int(state[0]))
-    np.random.seed(int(state[0]))
-    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-class EpochSeededDataset(Dataset):
-    """Training samples whose augmentation is seeded by (seed, epoch, index).
-
-    Set `epoch` before each epoch's iterator is created (DataLoader workers copy the dataset
-    then), so the augmented crop of a sample never depends on worker count or history.
-    """
-
-    def __init__(self, samples: list[Sample], transform: Any, seed: int) -> None:
-        self.samples = samples
-        self.transform = transform
-        self.seed = seed
-        self.epoch = 0
-        # Decoded images, kept per process: the train splits are a few hundred small frames.
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if index not in self._cache:
-            self._cache[index] = load_pair(self.samples[index])
-        image, mask = self._cache[index]  # (H, W) float32, (H, W) uint8
-        sub = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
-        self.transform.set_random_seed(int(sub))
-        image, mask = apply_transform(self.transform, image, mask)  # (S, S) each
-        image_t = torch.from_numpy(np.ascontiguousarray(image))[None]  # (1, S, S)
-        mask_t = torch.from_numpy(np.ascontiguousarray(mask)).float()[None]  # (1, S, S)
-        return image_t, mask_t
-
-
-def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    """The training and validation samples the config names.
-
-    Without a validation split, a fixed `val_fraction` of the training ids (the lowest
-    sha256 of the id, so independent of seed and file order) is held out for validation.
-
-    Raises:
-        DataError: missing dataset, unknown split, or overlapping train and validation ids.
-    """
-    root = Path(cfg.data.root).expanduser()
-    checkout = Path(__file__).resolve().parents[2] / root
-    if not root.is_absolute() and not root.exists() and checkout.exists():
-        root = checkout  # shipped configs name ../shared/datasets relative to the checkout
-    index = open_dataset(root, layout=cfg.data.layout)
-    train = index.samples(cfg.data.train_split)
-    if cfg.data.val_split is not None:
-        val = index.samples(cfg.data.val_split)
-    else:
-        ranked = sorted(train, key=lambda s: hashlib.sha256(s.id.encode()).hexdigest())
-        held = {s.id for s in ranked[: max(1, math.ceil(cfg.data.val_fraction * len(train)))]}
-        val = [s for s in train if s.id in held]
-        train = [s for s in train if s.id not in held]
-    overlap = {s.id for s in train} & {s.id for s in val}
-    if overlap:
-        raise DataError(
-            f"{cfg.data.root}: validation split {cfg.data.val_split!r} shares "
-            f"{len(overlap)} ids with {cfg.data.train_split!r} (e.g. {sorted(overlap)[0]})"
-        )
-    val_limit = cfg.data.val_limit if cfg.data.val_limit is not None else cfg.data.limit
-    train = train[: cfg.data.limit] if cfg.data.limit else train
-    val = val[:val_limit] if val_limit else val
-    if not train or not val:
-        raise DataError(f"{cfg.data.root}: empty training or validation split")
-    return train, val
-
-
-def ids_sha256(samples: list[Sample]) -> str:
-    """sha256 of the ids, one per line in order: identifies exactly which images were used."""
-    return hashlib.sha256("".join(f"{s.id}\n" for s in samples).encode()).hexdigest()
-
-
-def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdaGrad (default, as ACM and DNANet), Adam or AdamW."""
-    if cfg.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    betas = (cfg.betas[0], cfg.betas[1])
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    raise ConfigError(f"unknown optim.name {cfg.name!r}; known: adagrad, adam, adamw")
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    cfg: ScheduleConfig,
-    lr: float,
-    epochs: int,
-    steps_per_epoch: int,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: linear warm-up over `warmup_epochs`, then cosine to `min_lr` (or flat)."""
-    total = epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    floor = cfg.min_lr / lr
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.name == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    if cfg.name not in ("cosine", "constant"):
-        raise ConfigError(f"unknown schedule.name {cfg.name!r}; known: cosine, constant")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass
@@ -281,37 +158,6 @@ def train_one_epoch(
     return EpochStats(
         loss=total / steps, steps=steps, images=images, seconds=time.perf_counter() - start
     )
-
-
-def make_train_loader(
-    dataset: EpochSeededDataset, cfg: TrainConfig, epoch: int, rank: int, world_size: int
-) -> DataLoader:
-    """This epoch's loader: order from (seed, epoch), sharded over ranks."""
-    dataset.epoch = epoch
-    sampler = DistributedSampler(
-        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
-    )
-    sampler.set_epoch(epoch)
-    # The loader's own generator only seeds workers; tie it to (seed, epoch) too.
-    generator = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
-    return DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        generator=generator,
-        drop_last=False,
-        persistent_workers=False,
-    )
-
-
-def make_train_set(samples: list[Sample], cfg: TrainConfig) -> EpochSeededDataset:
-    """The augmented training set of `samples`."""
-    a = cfg.augment
-    transform = train_transform(
-        crop_size=a.crop_size, target_p=a.target_p, noise_p=a.noise_p, blur_p=a.blur_p, seed=0
-    )
-    return EpochSeededDataset(samples, transform, cfg.train.seed)
 
 
 class Reporter:

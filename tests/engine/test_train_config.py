@@ -121,7 +121,7 @@ def test_shipped_models_are_registered() -> None:
 
 
 def test_shipped_splits_on_the_real_datasets(nuaa_sirst: Path, nudt_sirst: Path) -> None:
-    from istd.engine.train import split_samples
+    from istd.engine.train_data import split_samples
 
     train, val = split_samples(load_config("mim-istd_nuaa-sirst", [f"data.root={nuaa_sirst}"]))
     assert (len(train), len(val)) == (256, 85)  # idx_427 train / val; test never touched
@@ -134,7 +134,7 @@ def test_shipped_splits_on_the_real_datasets(nuaa_sirst: Path, nudt_sirst: Path)
 def test_default_root_resolves_against_checkout(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nuaa_sirst: Path
 ) -> None:
-    from istd.engine.train import split_samples
+    from istd.engine.train_data import split_samples
 
     checkout_data = (
         Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "NUAA-SIRST"

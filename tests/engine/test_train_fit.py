@@ -13,7 +13,9 @@ import torch
 
 from istd.engine.checkpoint import load_checkpoint
 from istd.engine.config import load_config
-from istd.engine.train import DivergenceError, build_scheduler, fit, split_samples
+from istd.engine.optim import build_scheduler
+from istd.engine.train import DivergenceError, fit
+from istd.engine.train_data import split_samples
 from istd.errors import ConfigError, DataError
 from istd.models import from_pretrained
 
@@ -197,7 +199,7 @@ def test_amp_runs_scan_in_float32(
 
 def test_cosine_schedule_and_warmup() -> None:
     from istd.engine.config import OptimConfig, ScheduleConfig
-    from istd.engine.train import build_optimizer
+    from istd.engine.optim import build_optimizer
 
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.05))
     sched = build_scheduler(

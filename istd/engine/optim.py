@@ -1,0 +1,54 @@
+"""Optimiser and learning-rate schedule of a training run, built from its config.
+
+AdaGrad with a warm-up then cosine schedule is the recipe ACM and DNANet train with (see
+`istd.engine.config`); Adam and AdamW are offered for experiments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from istd.engine.config import OptimConfig, ScheduleConfig
+from istd.errors import ConfigError
+
+__all__ = ["build_optimizer", "build_scheduler"]
+
+
+def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdaGrad (default, as ACM and DNANet), Adam or AdamW."""
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    betas = (cfg.betas[0], cfg.betas[1])
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"unknown optim.name {cfg.name!r}; known: adagrad, adam, adamw")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    cfg: ScheduleConfig,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: linear warm-up over `warmup_epochs`, then cosine to `min_lr` (or flat)."""
+    total = epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    floor = cfg.min_lr / lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    if cfg.name not in ("cosine", "constant"):
+        raise ConfigError(f"unknown schedule.name {cfg.name!r}; known: cosine, constant")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

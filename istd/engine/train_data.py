@@ -1,0 +1,143 @@
+"""Training data: the train/validation split, the epoch-seeded augmented set and its loader.
+
+Reproducibility (see `istd.engine.train`): the data order comes from a `DistributedSampler`
+seeded with (seed, epoch), each sample's augmentation is seeded with (seed, epoch, index), and
+`seed_everything` seeds Python, NumPy and torch with (seed, epoch, rank) at every epoch, so an
+epoch's randomness depends on nothing that came before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from istd.data import apply_transform, load_pair, open_dataset, train_transform
+from istd.data.layouts import Sample
+from istd.engine.config import TrainConfig
+from istd.errors import DataError
+
+__all__ = [
+    "EpochSeededDataset",
+    "ids_sha256",
+    "make_train_loader",
+    "make_train_set",
+    "seed_everything",
+    "split_samples",
+]
+
+
+def seed_everything(seed: int, *keys: int) -> None:
+    """Seed Python, NumPy and torch from `seed` and extra keys (epoch, rank) via SeedSequence."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[0]))
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class EpochSeededDataset(Dataset):
+    """Training samples whose augmentation is seeded by (seed, epoch, index).
+
+    Set `epoch` before each epoch's iterator is created (DataLoader workers copy the dataset
+    then), so the augmented crop of a sample never depends on worker count or history.
+    """
+
+    def __init__(self, samples: list[Sample], transform: Any, seed: int) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        # Decoded images, kept per process: the train splits are a few hundred small frames.
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self._cache:
+            self._cache[index] = load_pair(self.samples[index])
+        image, mask = self._cache[index]  # (H, W) float32, (H, W) uint8
+        sub = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        self.transform.set_random_seed(int(sub))
+        image, mask = apply_transform(self.transform, image, mask)  # (S, S) each
+        image_t = torch.from_numpy(np.ascontiguousarray(image))[None]  # (1, S, S)
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask)).float()[None]  # (1, S, S)
+        return image_t, mask_t
+
+
+def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """The training and validation samples the config names.
+
+    Without a validation split, a fixed `val_fraction` of the training ids (the lowest
+    sha256 of the id, so independent of seed and file order) is held out for validation.
+
+    Raises:
+        DataError: missing dataset, unknown split, or overlapping train and validation ids.
+    """
+    root = Path(cfg.data.root).expanduser()
+    checkout = Path(__file__).resolve().parents[2] / root
+    if not root.is_absolute() and not root.exists() and checkout.exists():
+        root = checkout  # shipped configs name ../shared/datasets relative to the checkout
+    index = open_dataset(root, layout=cfg.data.layout)
+    train = index.samples(cfg.data.train_split)
+    if cfg.data.val_split is not None:
+        val = index.samples(cfg.data.val_split)
+    else:
+        ranked = sorted(train, key=lambda s: hashlib.sha256(s.id.encode()).hexdigest())
+        held = {s.id for s in ranked[: max(1, math.ceil(cfg.data.val_fraction * len(train)))]}
+        val = [s for s in train if s.id in held]
+        train = [s for s in train if s.id not in held]
+    overlap = {s.id for s in train} & {s.id for s in val}
+    if overlap:
+        raise DataError(
+            f"{cfg.data.root}: validation split {cfg.data.val_split!r} shares "
+            f"{len(overlap)} ids with {cfg.data.train_split!r} (e.g. {sorted(overlap)[0]})"
+        )
+    val_limit = cfg.data.val_limit if cfg.data.val_limit is not None else cfg.data.limit
+    train = train[: cfg.data.limit] if cfg.data.limit else train
+    val = val[:val_limit] if val_limit else val
+    if not train or not val:
+        raise DataError(f"{cfg.data.root}: empty training or validation split")
+    return train, val
+
+
+def ids_sha256(samples: list[Sample]) -> str:
+    """sha256 of the ids, one per line in order: identifies exactly which images were used."""
+    return hashlib.sha256("".join(f"{s.id}\n" for s in samples).encode()).hexdigest()
+
+
+def make_train_loader(
+    dataset: EpochSeededDataset, cfg: TrainConfig, epoch: int, rank: int, world_size: int
+) -> DataLoader:
+    """This epoch's loader: order from (seed, epoch), sharded over ranks."""
+    dataset.epoch = epoch
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
+    )
+    sampler.set_epoch(epoch)
+    # The loader's own generator only seeds workers; tie it to (seed, epoch) too.
+    generator = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        generator=generator,
+        drop_last=False,
+        persistent_workers=False,
+    )
+
+
+def make_train_set(samples: list[Sample], cfg: TrainConfig) -> EpochSeededDataset:
+    """The augmented training set of `samples`."""
+    a = cfg.augment
+    transform = train_transform(
+        crop_size=a.crop_size, target_p=a.target_p, noise_p=a.noise_p, blur_p=a.blur_p, seed=0
+    )
+    return EpochSeededDataset(samples, transform, cfg.train.seed)
