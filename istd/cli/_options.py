@@ -1,13 +1,24 @@
-"""Pieces shared by every CLI command: the error-to-exit mapping and the Rich consoles."""
+"""Pieces shared by every CLI command: the error-to-exit mapping, the Rich consoles, the
+options several commands take (one definition, so names and help stay alike) and the progress
+bar they draw on stderr.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from istd.errors import IstdError
 
@@ -29,3 +40,54 @@ def cli_errors(fn: F) -> F:
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# Options shared by the commands that run a model (predict, eval-video, eval, info).
+WeightsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--weights", help="Weights folder or name under weights/ (default: the default weights)."
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."
+    ),
+]
+ThresholdOption = Annotated[
+    float, typer.Option("--threshold", help="Probability above which a pixel is target.")
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
+BatchOption = Annotated[int, typer.Option("--batch", help="Frames per forward pass.")]
+
+
+def overwrite_option(help: str) -> Any:
+    """The ``--overwrite`` flag; `help` says what this command would replace."""
+    return typer.Option("--overwrite", help=help)
+
+
+def json_file_option(help: str) -> Any:
+    """A ``--json FILE`` output option (a file, never a folder)."""
+    return typer.Option("--json", help=help, dir_okay=False)
+
+
+def progress_bar(
+    *extra: ProgressColumn, description: str = "[bold]{task.description}", **kwargs: Any
+) -> Progress:
+    """A Rich progress bar on stderr: description, bar, done/total, `extra` columns, elapsed.
+
+    Args:
+        *extra: columns shown before the elapsed time (e.g. a frame counter).
+        description: format of the first column.
+        **kwargs: passed to `Progress` (``transient``, ``disable``).
+    """
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        console=err_console,
+        **kwargs,
+    )

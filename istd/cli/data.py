@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from istd.cli._options import cli_errors, console, err_console
+from istd.cli._options import cli_errors, console, err_console, json_file_option, progress_bar
 from istd.data.check import CheckReport, check_dataset, write_report_json
 from istd.errors import DataError
 
@@ -108,8 +107,7 @@ def check(
         ),
     ] = False,
     json_path: Annotated[
-        Path | None,
-        typer.Option("--json", dir_okay=False, help="Also write the report as JSON to this file."),
+        Path | None, json_file_option("Also write the report as JSON to this file.")
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the --json file if it already exists.")
@@ -119,14 +117,8 @@ def check(
     if json_path is not None and json_path.exists() and not overwrite:
         # Fail before the long read rather than after it.
         raise DataError(f"{json_path}: already exists; pass --overwrite to replace it")
-    with Progress(
-        TextColumn("checking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
+    with progress_bar(
+        description="checking", transient=True, disable=not err_console.is_terminal
     ) as bar:
         task = bar.add_task("check", total=None)
         report = check_dataset(

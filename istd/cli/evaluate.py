@@ -7,10 +7,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from istd.cli._options import cli_errors, console, err_console
+from istd.cli._options import (
+    DeviceOption,
+    ModelOption,
+    ThresholdOption,
+    WeightsOption,
+    cli_errors,
+    console,
+    err_console,
+    json_file_option,
+    overwrite_option,
+    progress_bar,
+)
 
 
 class Matching(str, Enum):
@@ -18,16 +28,6 @@ class Matching(str, Enum):
 
     first = "first"
     optimal = "optimal"
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
 
 
 def _fmt(value: Any, scale: float = 100.0) -> str:
@@ -73,14 +73,8 @@ def eval_command(
             file_okay=False,
         ),
     ],
-    weights: Annotated[
-        str | None,
-        typer.Option(help="Weights folder or name under weights/ (default: the default weights)."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."),
-    ] = None,
+    weights: WeightsOption = None,
+    model: ModelOption = None,
     compare: Annotated[
         str | None,
         typer.Option(
@@ -91,9 +85,7 @@ def eval_command(
         str | None, typer.Option(help="Split name (default: the layout's test split).")
     ] = None,
     layout: Annotated[str, typer.Option(help="Dataset layout, or auto to detect it.")] = "auto",
-    threshold: Annotated[
-        float, typer.Option(help="Probability above which a pixel is target.")
-    ] = 0.5,
+    threshold: ThresholdOption = 0.5,
     matching: Annotated[
         Matching, typer.Option(help="Target matching: first (BasicIRSTD) or optimal.")
     ] = Matching.first,
@@ -101,9 +93,9 @@ def eval_command(
         int | None, typer.Option(help="Evaluate only the first N images of the split.")
     ] = None,
     gallery: Annotated[int, typer.Option(help="Number of worst images drawn in the report.")] = 8,
-    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "cpu",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace the files of an existing report.")
+        bool, overwrite_option("Replace the files of an existing report.")
     ] = False,
 ) -> None:
     """Evaluate a model on a dataset split and write a report (md, html, json, csv, plots)."""
@@ -115,7 +107,7 @@ def eval_command(
         sources += [s.strip() for s in compare.split(",") if s.strip()]
     if not sources:
         sources = [DEFAULT_WEIGHTS]
-    with _progress() as progress:
+    with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
         def on_progress(label: str, done: int, total: int) -> None:
@@ -168,19 +160,16 @@ def score_command(
         Matching, typer.Option(help="Target matching: first (BasicIRSTD) or optimal.")
     ] = Matching.first,
     json_file: Annotated[
-        Path | None,
-        typer.Option("--json", help="Write the metrics to this JSON file.", dir_okay=False),
+        Path | None, json_file_option("Write the metrics to this JSON file.")
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --json file.")
-    ] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace an existing --json file.")] = False,
 ) -> None:
     """Score saved predictions against ground-truth masks, pairing files by stem."""
     from istd.data.io import write_bytes_atomic
     from istd.metrics.report import to_json
     from istd.metrics.score import score_folders
 
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("score", total=None)
         result = score_folders(
             pred_dir,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from istd.cli._options import cli_errors, console
+from istd.cli._options import DeviceOption, cli_errors, console
 from istd.models.info import model_info, parse_size
 
 
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="Torch CPU threads (default: torch's choice).")
         ] = None,
         runs: Annotated[int, typer.Option(help="Timed forwards after one warm-up.")] = 5,
-        device: Annotated[str, typer.Option(help="Device to run on: cpu or cuda.")] = "cpu",
+        device: DeviceOption = "cpu",
         scan_backend: Annotated[
             ScanBackend | None, typer.Option(help="Override the model's selective-scan backend.")
         ] = None,

@@ -7,22 +7,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
-from istd.cli._options import cli_errors, console, err_console
+from istd.cli._options import (
+    BatchOption,
+    DeviceOption,
+    ModelOption,
+    ThresholdOption,
+    WeightsOption,
+    cli_errors,
+    console,
+    json_file_option,
+    overwrite_option,
+    progress_bar,
+)
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[frames]} frames"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
+    return progress_bar(TextColumn("{task.fields[frames]} frames"), transient=False)
 
 
 @cli_errors
@@ -36,17 +39,9 @@ def predict(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created).", file_okay=False)],
-    weights: Annotated[
-        str | None,
-        typer.Option(help="Weights folder or name under weights/ (default: the default weights)."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."),
-    ] = None,
-    threshold: Annotated[
-        float, typer.Option(help="Probability above which a pixel is target.")
-    ] = 0.5,
+    weights: WeightsOption = None,
+    model: ModelOption = None,
+    threshold: ThresholdOption = 0.5,
     save_prob: Annotated[
         bool, typer.Option("--save-prob", help="Also write <stem>_prob.png (16-bit).")
     ] = False,
@@ -62,8 +57,8 @@ def predict(
     tile: Annotated[
         int, typer.Option(help="Frames larger than this are predicted in blended tiles.")
     ] = 1024,
-    batch: Annotated[int, typer.Option("--batch", help="Frames per forward pass.")] = 8,
-    device: Annotated[str, typer.Option(help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    batch: BatchOption = 8,
+    device: DeviceOption = "cpu",
     shard: Annotated[
         str, typer.Option(help="Process the K-th of N slices of the inputs, as K/N.")
     ] = "1/1",
@@ -82,10 +77,7 @@ def predict(
         typer.Option("--resume", help="Skip inputs whose outputs are complete; redo the rest."),
     ] = False,
     overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace existing outputs in --out (inputs are never touched)."
-        ),
+        bool, overwrite_option("Replace existing outputs in --out (inputs are never touched).")
     ] = False,
 ) -> None:
     """Segment infrared images and videos: masks, detections.csv, overlays and summary.json."""
@@ -177,28 +169,18 @@ def eval_video(
             exists=True,
         ),
     ],
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the report as JSON.", dir_okay=False)
-    ] = None,
+    json_path: Annotated[Path | None, json_file_option("Write the report as JSON.")] = None,
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Write the table as Markdown.", dir_okay=False)
     ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(help="Weights folder or name under weights/ (default: the default weights)."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Weight-free detector instead of weights, e.g. tophat, mpcm, maxmedian."),
-    ] = None,
-    threshold: Annotated[
-        float, typer.Option(help="Probability above which a pixel is target.")
-    ] = 0.5,
+    weights: WeightsOption = None,
+    model: ModelOption = None,
+    threshold: ThresholdOption = 0.5,
     margin: Annotated[float, typer.Option(help="Pixels by which each label box is grown.")] = 2.0,
-    batch: Annotated[int, typer.Option("--batch", help="Frames per forward pass.")] = 8,
-    device: Annotated[str, typer.Option(help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    batch: BatchOption = 8,
+    device: DeviceOption = "cpu",
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing --json / --markdown files.")
+        bool, overwrite_option("Replace existing --json / --markdown files.")
     ] = False,
 ) -> None:
     """Score videos against per-frame boxes: Pd, false objects per frame, and the same on tracks."""
