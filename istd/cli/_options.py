@@ -19,6 +19,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from istd.errors import IstdError
 
@@ -91,3 +92,11 @@ def progress_bar(
         console=err_console,
         **kwargs,
     )
+
+
+def key_value_table(title: str) -> Table:
+    """A two-column Rich table without header (bold names, values) for a command's summary."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    return table

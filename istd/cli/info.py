@@ -7,9 +7,8 @@ from enum import Enum
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from istd.cli._options import DeviceOption, cli_errors, console
+from istd.cli._options import DeviceOption, cli_errors, console, key_value_table
 from istd.models.info import model_info, parse_size
 
 
@@ -67,9 +66,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return
-        table = Table(title=f"{result.model}", title_justify="left", show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
+        table = key_value_table(f"{result.model}")
         table.add_row("source", result.source)
         table.add_row("parameters", f"{result.parameters:,} ({result.parameters / 1e6:.2f} M)")
         table.add_row("input", f"1 x {result.size[0]} x {result.size[1]}")

@@ -19,6 +19,7 @@ from istd.cli._options import (
     cli_errors,
     console,
     json_file_option,
+    key_value_table,
     overwrite_option,
     progress_bar,
 )
@@ -136,9 +137,7 @@ def predict(
             on_failure=on_failure,
         )
         progress.update(task, completed=summary.inputs, description="predict")
-    table = Table(title=f"istd predict -> {out}", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table = key_value_table(f"istd predict -> {out}")
     table.add_row("weights", summary.weights)
     table.add_row("inputs", f"{summary.inputs:,} (shard {summary.shard})")
     table.add_row("processed", f"{summary.processed:,}")

@@ -23,6 +23,17 @@ def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
+def _soft_sums(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch sums of p*t, p and t, with p = sigmoid(logits): what SoftIoU and Dice are made of."""
+    _check(logits, target)
+    # float32 even under bf16 autocast: the sums run over millions of pixels.
+    prob = torch.sigmoid(logits.float())  # (B, 1, H, W)
+    target = target.float()
+    return (prob * target).sum(), prob.sum(), target.sum()
+
+
 class SoftIoULoss(nn.Module):
     """1 - (sum p*t + s) / (sum p + sum t - sum p*t + s), over the whole batch.
 
@@ -36,12 +47,8 @@ class SoftIoULoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, H, W) -> scalar."""
-        _check(logits, target)
-        # float32 even under bf16 autocast: the sums run over millions of pixels.
-        prob = torch.sigmoid(logits.float())
-        target = target.float()
-        inter = (prob * target).sum()
-        union = prob.sum() + target.sum() - inter
+        inter, prob_sum, target_sum = _soft_sums(logits, target)
+        union = prob_sum + target_sum - inter
         return 1.0 - (inter + self.smooth) / (union + self.smooth)
 
 
@@ -54,11 +61,8 @@ class DiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, H, W) -> scalar."""
-        _check(logits, target)
-        prob = torch.sigmoid(logits.float())
-        target = target.float()
-        inter = (prob * target).sum()
-        return 1.0 - (2.0 * inter + self.smooth) / (prob.sum() + target.sum() + self.smooth)
+        inter, prob_sum, target_sum = _soft_sums(logits, target)
+        return 1.0 - (2.0 * inter + self.smooth) / (prob_sum + target_sum + self.smooth)
 
 
 class BCESoftIoULoss(nn.Module):
