@@ -41,8 +41,7 @@ def _load_rows(src, b, index, k, t0, T, c0, C, tile):
                 tile[j, c] = src[b, row, c0 + c]
 
 
-@njit(parallel=True, cache=True)
-def _gather_kernel(src, index, grouped, out):
+def _gather_body(src, index, grouped, out):
     """src (B, L, Di) channels-last; index (K, L); out (B, K, C', L).
 
     Per tile of 16 steps x 8 channels: the source rows are read into a buffer (contiguous
@@ -70,8 +69,7 @@ def _gather_kernel(src, index, grouped, out):
                         out[b, k, cs + c, t0 + j] = tile[j, c]
 
 
-@njit(parallel=True, cache=True)
-def _merge_kernel(y, index, grouped, out):
+def _merge_body(y, index, grouped, out):
     """y (B, K, C', L); index (K, L); out (B, L, Di), directions summed unless grouped.
 
     The mirror of the gather: tiles of y are transposed in L1 and added to token rows. Jobs
@@ -111,6 +109,16 @@ def _merge_kernel(y, index, grouped, out):
                             out[b, row, c0 + c] += tile[j, c]
 
 
+# Each kernel in a threaded and a serial build: small calls (the word grids of one inference
+# chunk) run serially, as a parallel region's wake-up and barrier cost more than the copy,
+# and far more when other processes share the cores.
+_gather_par = njit(parallel=True, cache=True)(_gather_body)
+_gather_ser = njit(cache=True)(_gather_body)
+_merge_par = njit(parallel=True, cache=True)(_merge_body)
+_merge_ser = njit(cache=True)(_merge_body)
+_PARALLEL_MIN = 1 << 19  # elements moved per call from which threads pay off
+
+
 def _sync_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
@@ -119,16 +127,18 @@ def _gather(x: Tensor, index: np.ndarray, grouped: bool) -> Tensor:
     Bt, L, Di = x.shape
     K = index.shape[0]
     out = torch.empty(Bt, K, Di // K if grouped else Di, L)  # (B, K, C', L)
+    kernel = _gather_par if out.numel() >= _PARALLEL_MIN else _gather_ser
     _sync_threads()
-    _gather_kernel(x.detach().contiguous().numpy(), index, grouped, out.numpy())
+    kernel(x.detach().contiguous().numpy(), index, grouped, out.numpy())
     return out
 
 
 def _merge(y: Tensor, index: np.ndarray, grouped: bool) -> Tensor:
     Bt, K, Cd, L = y.shape
     out = torch.empty(Bt, L, K * Cd if grouped else Cd)  # (B, L, Di)
+    kernel = _merge_par if y.numel() >= _PARALLEL_MIN else _merge_ser
     _sync_threads()
-    _merge_kernel(y.detach().contiguous().numpy(), index, grouped, out.numpy())
+    kernel(y.detach().contiguous().numpy(), index, grouped, out.numpy())
     return out
 
 
