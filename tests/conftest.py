@@ -20,7 +20,9 @@ SHARED_DATASETS = Path(os.environ.get("ISTD_SHARED_DATASETS", REPO.parent / "sha
 def _dataset(name: str) -> Path:
     path = SHARED_DATASETS / name
     if not path.is_dir():
-        pytest.skip(f"real dataset {name} not found at {path} (set ISTD_SHARED_DATASETS to its parent)")
+        pytest.skip(
+            f"real dataset {name} not found at {path} (set ISTD_SHARED_DATASETS to its parent)"
+        )
     return path
 
 
