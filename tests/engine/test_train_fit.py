@@ -311,12 +311,14 @@ def test_failed_start_leaves_no_run_behind(synthetic: Path, tmp_path: Path) -> N
 @pytest.mark.slow
 def test_default_recipe_learns_synthetic_targets(tmp_path: Path) -> None:
     # 12 training frames, bright 3 x 3 targets on noise: AdaGrad + SoftIoU (the shipped recipe)
-    # must find them on the validation frames within 60 short epochs.
+    # must find them on the validation frames within 60 short epochs. Batch 6: at 32 px the
+    # deepest maps are 1 x 1, and BatchNorm's running statistics (used at validation) track the
+    # batch statistics of 4 samples too poorly for eval-mode outputs to match training.
     root = make_dataset(tmp_path / "data", n=24, size=(32, 32))
     result = fit(
         "mim-istd_nuaa-sirst",
         tmp_path / "run",
-        overrides=tiny(root, "train.epochs=60", "train.batch_size=4"),
+        overrides=tiny(root, "train.epochs=60", "train.batch_size=6"),
     )
     first, last = result.history[0], result.history[-1]
     assert last["loss"] < first["loss"] - 0.1
