@@ -102,11 +102,10 @@ def eval_command(
     from istd.engine.evaluate import run_evaluation
     from istd.models import DEFAULT_WEIGHTS
 
-    sources = [s for s in (weights, model) if s]
+    # The evaluated model (the default weights when none is named) comes first, then --compare.
+    sources = [s for s in (weights, model) if s] or [DEFAULT_WEIGHTS]
     if compare:
         sources += [s.strip() for s in compare.split(",") if s.strip()]
-    if not sources:
-        sources = [DEFAULT_WEIGHTS]
     with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 

@@ -101,3 +101,28 @@ def test_eval_compare_passes_every_source(tmp_path: Path, monkeypatch) -> None:
     assert result.exit_code == 1 and "stop here" in result.output
     assert seen["sources"] == ["w1", "tophat", "mpcm"]
     assert seen["matching"] == "optimal" and seen["threshold"] == 0.4
+
+
+def test_eval_compare_without_weights_starts_with_the_default(tmp_path: Path, monkeypatch) -> None:
+    import istd.engine.evaluate as ev
+    from istd.models import DEFAULT_WEIGHTS
+
+    seen = {}
+
+    def fake(sources, data, out, **kw):
+        seen.update(sources=sources)
+        raise ev.DataError("stop here")
+
+    monkeypatch.setattr(ev, "run_evaluation", fake)
+    (tmp_path / "ds").mkdir()
+    args = [
+        "eval",
+        "--compare",
+        "tophat",
+        "--data",
+        str(tmp_path / "ds"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert runner.invoke(app, args).exit_code == 1
+    assert seen["sources"] == [DEFAULT_WEIGHTS, "tophat"]
