@@ -1,0 +1,172 @@
+"""tools/release_weights.py: copying, refusals, evaluation files and the generated model card."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from istd.engine.config import load_config, save_config
+from istd.errors import ConfigError, WeightsError
+from istd.models import build_model
+from istd.models.hub import save_pretrained
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "release_weights", REPO / "tools" / "release_weights.py"
+)
+rw = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rw)
+
+LOG_HEAD = ["epoch", "step", "loss", "lr", "val_iou", "val_niou", "val_pd", "val_fa",
+            "images_per_s", "epoch_s", "wall_time_s"]  # fmt: skip
+
+
+def make_run(path: Path, val_iou: float, *, epochs: int = 3, seed: int = 0) -> Path:
+    """A finished `istd train` work dir of the tiny test model, without training."""
+    cfg = load_config("mim-istd_nuaa-sirst", ["model.name=mim-istd-test", f"train.epochs={epochs}"])
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(save_config(cfg))
+    with open(path / "log.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(LOG_HEAD)
+        for e in range(1, epochs + 1):
+            iou = val_iou - 0.01 * (epochs - e)
+            writer.writerow([e, 4 * e, 0.9 - 0.1 * e, 0.05, iou, iou - 0.02, 0.8, 3.5e-5,
+                             2.5, 100.0 + e, 100.0 * e + e * (e + 1) / 2])  # fmt: skip
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model("mim-istd-test", norm_mean=(0.4,), norm_std=(0.2,))
+    metrics = {"iou": val_iou, "niou": val_iou - 0.02, "pd": 0.8, "fa": 3.5e-5, "n_images": 85.0}
+    extra = {
+        "dataset": "NUAA-SIRST (train split)", "metrics": metrics, "split": "validation: val",
+        "split_sha256": {"train": "a" * 8, "val": "b" * 8}, "epoch": epochs,
+        "train_config": cfg.to_dict(),
+    }  # fmt: skip
+    save_pretrained(model, path / "best", extra=extra)
+    return path
+
+
+def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", 0.5123)
+    root = tmp_path / "weights"
+    dst = rw.release(
+        run, "tiny-nuaa", weights_root=root, hardware_note="2 test cores", log=lambda _: None
+    )
+    names = {p.name for p in dst.iterdir()}
+    assert names == {"model.safetensors", "config.json", "README.md", "log.csv",
+                     "train_config.yaml", "release.json"}  # fmt: skip
+    for path in dst.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o755
+    assert (dst / "model.safetensors").read_bytes() == (run / "best/model.safetensors").read_bytes()
+    assert (dst / "train_config.yaml").read_text() == (run / "config.yaml").read_text()
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temp folder left
+    rel = json.loads((dst / "release.json").read_text())
+    assert rel["final"] is False and rel["weights_sha256"] == rw.sha256_file(
+        dst / "model.safetensors"
+    )
+    card = (root / "README.md").read_text()
+    assert "## tiny-nuaa" in card and "intermediate checkpoint" in card
+    assert "epoch 3: val IoU 0.5123" in card and "3 done of 3 planned" in card
+    assert "0.5023" in card  # the epoch-2 row of log.csv
+    assert "2 test cores" in card and "test split has not been evaluated" in card
+    # 0.75 - 0.5123 = 0.2377 short of the IoU target; the numbers come from the files
+    assert "0.2377 short" in card
+    assert "--set model.name=mim-istd-test --set train.epochs=3" in card
+
+
+def test_train_command_reproduces_the_config(tmp_path: Path) -> None:
+    items = ["train.epochs=7", "model.overrides={scan: local, inner: conv}", "optim.lr=0.01"]
+    cfg = load_config("mim-istd_nuaa-sirst", items).to_dict()
+    name, sets = rw.train_command(cfg)
+    assert load_config(name, sets).to_dict() == cfg
+    assert len(sets) == 3
+
+
+def test_refuses_worse_checkpoint_unless_forced(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    quiet = {"weights_root": root, "log": lambda _: None}
+    rw.release(make_run(tmp_path / "good", 0.6), "w", **quiet)
+    before = (root / "w" / "model.safetensors").read_bytes()
+    worse = make_run(tmp_path / "worse", 0.4, seed=1)
+    with pytest.raises(WeightsError, match="best val IoU 0.6000"):
+        rw.release(worse, "w", **quiet)
+    assert (root / "w" / "model.safetensors").read_bytes() == before
+    rw.release(worse, "w", force=True, **quiet)
+    assert (root / "w" / "model.safetensors").read_bytes() != before
+    assert "val IoU 0.4000" in (root / "README.md").read_text()
+
+
+def test_refuses_files_of_25_mb(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", 0.5)
+    os.truncate(run / "best" / "README.md", rw.MAX_BYTES)  # sparse: instant
+    with pytest.raises(WeightsError, match="25 MB"):
+        rw.release(run, "big", weights_root=tmp_path / "weights", log=lambda _: None)
+    assert not (tmp_path / "weights" / "big").exists()
+
+
+def test_eval_test_needs_final_and_cli_reports_errors(tmp_path: Path, capsys) -> None:
+    run = make_run(tmp_path / "run", 0.5)
+    with pytest.raises(ConfigError, match="--final"):
+        rw.release(run, "w", weights_root=tmp_path / "wr", eval_test=tmp_path)
+    code = rw.main(
+        ["--run", str(tmp_path / "absent"), "--name", "w", "--weights-root", str(tmp_path)]
+    )
+    assert code == 1 and "missing" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="weights name"):
+        rw.release(run, "../escape", weights_root=tmp_path / "wr")
+
+
+def test_card_reads_test_and_cross_metrics_and_keeps_them_for_same_weights(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", 0.5)
+    root = tmp_path / "weights"
+    dst = rw.release(run, "w", weights_root=root, log=lambda _: None)
+    sha = rw.sha256_file(dst / "model.safetensors")
+    facts = {"dataset": "/data/NUAA-SIRST", "split": "test", "weights_sha256": sha}
+    test = {"iou": 0.7712, "niou": 0.7601, "pd": 0.9633, "fa": 8.25e-6, "n_images": 86,
+            "n_targets": 97, "threshold": 0.5, "facts": facts}  # fmt: skip
+    cross = {**test, "iou": 0.3141, "n_images": 663, "facts": {**facts, "dataset": "/data/NUDT"}}
+    (dst / "metrics.json").write_text(json.dumps(test))
+    (dst / "cross_NUDT-SIRST.json").write_text(json.dumps(cross))
+    card = rw.render_card(root)
+    assert "| 0.7712 | 0.7601 | 0.9633 | 8.25 |" in card
+    assert "| NUDT-SIRST | test | 663 | 0.5 | 0.3141 |" in card
+    assert (
+        "IoU 0.7712 (target >= 0.75: met)" in card
+        and "Pd 0.9633 (target >= 0.97: 0.0067 short)" in card
+    )
+    assert "IoU -0.0378" in card  # against the paper's 0.809
+    # A second release of the same checkpoint keeps the evaluations of that weights file...
+    rw.release(run, "w", weights_root=root, final=True, log=lambda _: None)
+    assert (dst / "metrics.json").is_file() and (dst / "cross_NUDT-SIRST.json").is_file()
+    assert "final weights" in (root / "README.md").read_text()
+    # ...another checkpoint drops them (they describe other weights).
+    rw.release(
+        make_run(tmp_path / "run2", 0.55, seed=3), "w", weights_root=root, log=lambda _: None
+    )
+    assert not (dst / "metrics.json").exists() and not (dst / "cross_NUDT-SIRST.json").exists()
+
+
+def test_real_test_evaluation(tmp_path: Path, nuaa_sirst: Path) -> None:
+    run = make_run(tmp_path / "run", 0.5)
+    root = tmp_path / "weights"
+    dst = rw.release(run, "w", weights_root=root, final=True, eval_test=nuaa_sirst,
+                     cross={"NUAA-again": nuaa_sirst}, eval_limit=2, log=lambda _: None)  # fmt: skip
+    metrics = json.loads((dst / "metrics.json").read_text())
+    assert metrics["n_images"] == 2 and metrics["facts"]["split"] == "test"
+    assert metrics["facts"]["weights_sha256"] == rw.sha256_file(dst / "model.safetensors")
+    assert metrics["facts"]["source"] == "w" and "curves" in metrics
+    assert (dst / "pd_fa.png").read_bytes()[:4] == b"\x89PNG"
+    assert (dst / "cross_NUAA-again.json").is_file()
+    card = (root / "README.md").read_text()
+    assert f"| {metrics['iou']:.4f} | {metrics['niou']:.4f} |" in card
+    assert "![Pd-Fa curve](w/pd_fa.png)" in card
+    assert yaml.safe_load((dst / "train_config.yaml").read_text())["train"]["epochs"] == 3
