@@ -117,8 +117,13 @@ def _yaml_value(value: Any) -> str:
     return text if yaml.safe_load(text) == value else json.dumps(value)
 
 
-def train_command(resolved: dict[str, Any]) -> tuple[str, list[str]]:
+def train_command(resolved: dict[str, Any], base: str | None = None) -> tuple[str, list[str]]:
     """The shipped config and the fewest `--set` items that reproduce a resolved config.
+
+    Args:
+        resolved: a resolved config (a work dir's config.yaml).
+        base: the shipped config to start from; None picks the one needing the fewest items
+            (on a tie, the one building the same model).
 
     Returns:
         (shipped config name, ["key=value", ...]); `load_config(name, items)` equals `resolved`.
@@ -130,22 +135,23 @@ def train_command(resolved: dict[str, Any]) -> tuple[str, list[str]]:
 
     target = config_from_dict(resolved, "train_config.yaml").to_dict()
     flat = _flatten(target)
-    best: tuple[str, list[str]] | None = None
-    for name in shipped_configs():
-        base = _flatten(load_config(name).to_dict())
-        items = [f"{k}={_yaml_value(v)}" for k, v in flat.items() if base.get(k) != v]
-        if load_config(name, items).to_dict() == target and (
-            best is None or len(items) < len(best[1])
-        ):
-            best = (name, items)
-    if best is None:
+    found = []
+    for name in [base] if base else shipped_configs():
+        base_flat = _flatten(load_config(name).to_dict())
+        items = [f"{k}={_yaml_value(v)}" for k, v in flat.items() if base_flat.get(k) != v]
+        if load_config(name, items).to_dict() == target:
+            other_model = base_flat["model.name"] != flat["model.name"]
+            found.append(((len(items), other_model, name), name, items))
+    if not found:
         raise ConfigError("no shipped config plus --set items reproduces train_config.yaml")
-    return best
+    return min(found)[1:]
 
 
-def train_command_line(resolved: dict[str, Any], work_dir: str = "WORK") -> str:
+def train_command_line(
+    resolved: dict[str, Any], work_dir: str = "WORK", base: str | None = None
+) -> str:
     """`istd train ...` as a shell line (see `train_command`)."""
-    name, items = train_command(resolved)
+    name, items = train_command(resolved, base)
     sets = "".join(f" --set {shlex.quote(item)}" for item in items)
     return f"istd train {name} --work-dir {work_dir}{sets}"
 
