@@ -202,8 +202,16 @@ def eval_test_split(
 def latency(
     run: Path, size: tuple[int, int], runs: int, threads: int, remeasure: bool
 ) -> dict[str, Any]:
-    """Parameters and CPU latency (median of `runs` forwards) of `run`'s best checkpoint."""
-    from istd.models.info import model_info
+    """Parameters and CPU latency (median of `runs` forwards) of `run`'s best checkpoint.
+
+    Timed with `istd.models.info.time_forward`, the code behind `istd info` (one warm-up, then
+    `runs` forwards of one random image under inference mode); FLOPs are not counted here.
+    """
+    import statistics
+
+    import torch
+
+    from istd.models.info import load_for_info, time_forward
 
     cache = run / "latency.json"
     key = {"weights_sha256": rw.sha256_file(run / "best" / "model.safetensors"),
@@ -212,9 +220,16 @@ def latency(
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if all(cached.get(k) == v for k, v in key.items()):
             return cached
-    info = model_info(str(run / "best"), size, device="cpu", threads=threads, runs=runs)
-    record = {**key, "parameters": info.parameters, "latency_ms": info.latency_ms,
-              "latency_min_ms": info.latency_min_ms, "gflops": info.gflops,
+    net, _ = load_for_info(str(run / "best"))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.rand(1, net.config.in_chans, *size)  # (1, C, H, W)
+        times, _ = time_forward(net.eval(), x, runs=runs)
+    finally:
+        torch.set_num_threads(saved)
+    record = {**key, "parameters": sum(p.numel() for p in net.parameters()),
+              "latency_ms": statistics.median(times), "latency_min_ms": min(times),
               "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     write_atomic(cache, json.dumps(record, indent=2) + "\n", overwrite=True)
     return record
@@ -266,7 +281,7 @@ def render_report(root: Path, variants: Sequence[Variant], rows: dict[str, dict[
         "metrics evaluate that checkpoint once on the test split at native resolution, threshold "
         f"0.5; latency is the median of {settings['runs']} forwards of one "
         f"{settings['size'][0]} x {settings['size'][1]} image on {settings['threads']} CPU threads "
-        "(`istd.models.info.model_info`). Fa is x 1e-6.", "",
+        "after one warm-up (`istd.models.info.time_forward`, as `istd info`). Fa is x 1e-6.", "",
         "| variant | params (M) | val IoU | val nIoU | val Pd | val Fa | test IoU | test nIoU | "
         "test Pd | test Fa | latency (ms) | epochs | train wall time (h) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ _spec = importlib.util.spec_from_file_location(
     "release_weights", REPO / "tools" / "release_weights.py"
 )
 rw = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = rw  # dataclasses look their module up there
 _spec.loader.exec_module(rw)
 
 LOG_HEAD = ["epoch", "step", "loss", "lr", "val_iou", "val_niou", "val_pd", "val_fa",
