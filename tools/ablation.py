@@ -304,6 +304,9 @@ def render_report(root: Path, variants: Sequence[Variant], rows: dict[str, dict[
     tested = {r["test"]["n_images"] for r in rows.values() if r.get("test")}
     if tested:
         lines += ["", f"Test images per variant: {', '.join(str(int(n)) for n in sorted(tested))}."]
+    lines += ["", f"Continue unfinished runs with the training command above (finished runs are "
+              f"skipped); rebuild this table with `python tools/ablation.py --root {root} "
+              "--report-only`."]  # fmt: skip
     lines += ["", "Per-run commands (reproduce one cell; add `--resume` to continue):", "", "```"]
     lines += [r["command"] for r in rows.values()] + ["```"]
     return "\n".join(lines) + "\n"
