@@ -220,10 +220,10 @@ def _evaluate(folder: Path, name: str, data: Path, limit: int | None, device: st
     return work
 
 
-def _eval_json(work: Path, name: str) -> dict[str, Any]:
+def _eval_json(work: Path, name: str, limit: int | None) -> dict[str, Any]:
     data = json.loads((work / "report" / "metrics.json").read_text(encoding="utf-8"))
     # The file evaluated is the released one (same sha256); name it where it will live.
-    data["facts"].update(source=name, weights=f"weights/{name}/model.safetensors")
+    data["facts"].update(source=name, weights=f"weights/{name}/model.safetensors", limit=limit)
     return data
 
 
@@ -255,6 +255,7 @@ def release(
     hardware_note: str | None = None,
     eval_limit: int | None = None,
     device: str = "cpu",
+    invocation: str | None = None,
     log: Any = print,
 ) -> Path:
     """Copy a run's best checkpoint, log and config into `weights_root/name` and rewrite the card.
@@ -272,6 +273,7 @@ def release(
         hardware_note: free text on the training hardware, shown on the card.
         eval_limit: evaluate only the first N test images (smoke tests; the card shows N).
         device: evaluation device.
+        invocation: the command line that asked for this release (kept in release.json).
         log: prints progress lines.
 
     Returns:
@@ -308,7 +310,7 @@ def release(
         "train_command": command,
         "hardware": hardware(),
         "hardware_note": hardware_note,
-        "tool": "python tools/release_weights.py " + shlex.join(sys.argv[1:]),
+        "tool": invocation,
     }
 
     def build(tmp: Path) -> None:
@@ -327,7 +329,7 @@ def release(
             log(f"evaluating {name} on {data} (test split) -> {target}")
             work = _evaluate(tmp, name, data, eval_limit, device)
             try:
-                write_atomic(tmp / target, json.dumps(_eval_json(work, name), indent=2) + "\n",
+                write_atomic(tmp / target, json.dumps(_eval_json(work, name, eval_limit), indent=2) + "\n",
                              overwrite=True)  # fmt: skip
                 if target == "metrics.json" and (work / "report" / "pd_fa.png").is_file():
                     shutil.copyfile(work / "report" / "pd_fa.png", tmp / "pd_fa.png")
@@ -357,6 +359,11 @@ def _metric_cells(m: dict[str, Any]) -> str:
     return (
         f"{_f(m.get('iou'))} | {_f(m.get('niou'))} | {_f(m.get('pd'))} | {_f(m.get('fa'), 2, 1e6)}"
     )
+
+
+def _limited(m: dict[str, Any]) -> str:
+    limit = m.get("facts", {}).get("limit")
+    return f" **Only the first {limit} images of the split (--eval-limit).**" if limit else ""
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -410,8 +417,8 @@ def _section(folder: Path) -> list[str]:
     planned = train["train"]["epochs"] if train else None
     done = int(rows[-1]["epoch"]) if rows else None
     if rel.get("final"):
-        status = "**Status: final weights** (training over"
-        status += f", epoch {done} of {planned})." if done is not None else ")."
+        status = f"**Status: final weights** (epoch {done} of {planned} planned"
+        status += ")." if done == planned else "; released as final before the planned end)."
     else:
         status = (
             f"**Status: an intermediate checkpoint** (epoch {done} of {planned} planned): training "
@@ -473,7 +480,7 @@ def _section(folder: Path) -> list[str]:
             f"### Test metrics (threshold {test.get('threshold')})", "",
             f"`istd eval --weights {name} --data {f['dataset']} --split {f['split']}` (the same "
             f"library call, run by the release tool): {test['n_images']} images, "
-            f"{test['n_targets']} targets; `metrics.json`.", "",
+            f"{test['n_targets']} targets; `metrics.json`." + _limited(test), "",
             "| IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|",
             f"| {_metric_cells(test)} |", "",
         ]  # fmt: skip
@@ -486,7 +493,7 @@ def _section(folder: Path) -> list[str]:
             c = json.loads(path.read_text(encoding="utf-8"))
             lines.append(
                 f"| {path.stem[6:]} | {c['facts']['split']} | {c['n_images']} | {c.get('threshold')} | "
-                f"{_metric_cells(c)} | `{path.name}` |"
+                f"{_metric_cells(c)} | `{path.name}`{_limited(c)} |"
             )
         lines.append("")
     if (folder / "pd_fa.png").is_file():
@@ -585,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_test=args.eval_test, cross=_parse_cross(args.cross), force=args.force,
             reeval=args.reeval, hardware_note=args.hardware_note, eval_limit=args.eval_limit,
             device=args.device,
+            invocation="python tools/release_weights.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         )  # fmt: skip
     except IstdError as exc:
         print(f"error: {exc}", file=sys.stderr)

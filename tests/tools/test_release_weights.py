@@ -149,7 +149,7 @@ def test_card_reads_test_and_cross_metrics_and_keeps_them_for_same_weights(tmp_p
     # A second release of the same checkpoint keeps the evaluations of that weights file...
     rw.release(run, "w", weights_root=root, final=True, log=lambda _: None)
     assert (dst / "metrics.json").is_file() and (dst / "cross_NUDT-SIRST.json").is_file()
-    assert "final weights" in (root / "README.md").read_text()
+    assert "**Status: final weights** (epoch 3 of 3 planned)." in (root / "README.md").read_text()
     # ...another checkpoint drops them (they describe other weights).
     rw.release(
         make_run(tmp_path / "run2", 0.55, seed=3), "w", weights_root=root, log=lambda _: None
@@ -171,4 +171,6 @@ def test_real_test_evaluation(tmp_path: Path, nuaa_sirst: Path) -> None:
     card = (root / "README.md").read_text()
     assert f"| {metrics['iou']:.4f} | {metrics['niou']:.4f} |" in card
     assert "![Pd-Fa curve](w/pd_fa.png)" in card
+    assert "Only the first 2 images of the split (--eval-limit)" in card
+    assert metrics["facts"]["limit"] == 2
     assert yaml.safe_load((dst / "train_config.yaml").read_text())["train"]["epochs"] == 3
