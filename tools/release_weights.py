@@ -419,6 +419,11 @@ def _section(folder: Path) -> list[str]:
     if rel.get("final"):
         status = f"**Status: final weights** (epoch {done} of {planned} planned"
         status += ")." if done == planned else "; released as final before the planned end)."
+    elif done is not None and done == planned:
+        status = (
+            f"**Status: not released as final** (epoch {done} of {planned}: training has ended); "
+            "this is the run's best checkpoint on validation."
+        )
     else:
         status = (
             f"**Status: an intermediate checkpoint** (epoch {done} of {planned} planned): training "
@@ -446,9 +451,11 @@ def _section(folder: Path) -> list[str]:
     if rows:
         epoch_s = sum(r["epoch_s"] or 0.0 for r in rows)
         ips = sorted(r["images_per_s"] for r in rows if r.get("images_per_s") is not None)
+        wall = _f(rows[-1].get("wall_time_s"), 2, 1 / 3600)
+        median = _f(ips[len(ips) // 2] if ips else None, 2)
         lines.append(
-            f"| wall time | {epoch_s / 3600:.2f} h (sum of epoch_s), {rows[-1]['wall_time_s'] / 3600:.2f} h "
-            f"(wall_time_s); median {ips[len(ips) // 2]:.2f} training images/s |"
+            f"| wall time | {epoch_s / 3600:.2f} h (sum of epoch_s), {wall} h (wall_time_s); "
+            f"median {median} training images/s |"
         )
     hw = rel.get("hardware")
     if hw:

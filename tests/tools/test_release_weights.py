@@ -30,9 +30,12 @@ LOG_HEAD = ["epoch", "step", "loss", "lr", "val_iou", "val_niou", "val_pd", "val
             "images_per_s", "epoch_s", "wall_time_s"]  # fmt: skip
 
 
-def make_run(path: Path, val_iou: float, *, epochs: int = 3, seed: int = 0) -> Path:
-    """A finished `istd train` work dir of the tiny test model, without training."""
-    cfg = load_config("mim-istd_nuaa-sirst", ["model.name=mim-istd-test", f"train.epochs={epochs}"])
+def make_run(
+    path: Path, val_iou: float, *, epochs: int = 3, planned: int | None = None, seed: int = 0
+) -> Path:
+    """An `istd train` work dir of the tiny test model after `epochs` of `planned`, untrained."""
+    sets = ["model.name=mim-istd-test", f"train.epochs={planned or epochs}"]
+    cfg = load_config("mim-istd_nuaa-sirst", sets)
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(save_config(cfg))
     with open(path / "log.csv", "w", newline="") as handle:
@@ -57,7 +60,7 @@ def make_run(path: Path, val_iou: float, *, epochs: int = 3, seed: int = 0) -> P
 
 
 def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", 0.5123)
+    run = make_run(tmp_path / "run", 0.5123, planned=5)
     root = tmp_path / "weights"
     dst = rw.release(
         run, "tiny-nuaa", weights_root=root, hardware_note="2 test cores", log=lambda _: None
@@ -77,12 +80,15 @@ def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None
     )
     card = (root / "README.md").read_text()
     assert "## tiny-nuaa" in card and "intermediate checkpoint" in card
-    assert "epoch 3: val IoU 0.5123" in card and "3 done of 3 planned" in card
+    assert "epoch 3: val IoU 0.5123" in card and "3 done of 5 planned" in card
     assert "0.5023" in card  # the epoch-2 row of log.csv
     assert "2 test cores" in card and "test split has not been evaluated" in card
     # 0.75 - 0.5123 = 0.2377 short of the IoU target; the numbers come from the files
     assert "0.2377 short" in card
-    assert "--set model.name=mim-istd-test --set train.epochs=3" in card
+    assert "--set model.name=mim-istd-test --set train.epochs=5" in card
+    # A run that reached its planned epochs but is not released as final says so.
+    rw.release(make_run(tmp_path / "done", 0.52), "tiny-nuaa", weights_root=root, log=print)
+    assert "not released as final** (epoch 3 of 3" in (root / "README.md").read_text()
 
 
 def test_train_command_reproduces_the_config(tmp_path: Path) -> None:
