@@ -177,6 +177,21 @@ def _check_run(run: Path) -> dict[str, Any]:
     return read_config(run / "best")
 
 
+def _copy_run(run: Path, tmp: Path, tries: int = 5) -> None:
+    """Copy the run's files; retry while a training run replaces best/ meanwhile.
+
+    `istd train` swaps in a new best/ folder (a new inode) when validation improves, so equal
+    inodes before and after the copy mean the weights and config.json are of one checkpoint.
+    """
+    for _ in range(tries):
+        before = (run / "best").stat().st_ino
+        for src, target in RUN_FILES:
+            shutil.copyfile(run / src, tmp / target)
+        if (run / "best").stat().st_ino == before:
+            return
+    raise WeightsError(f"{run / 'best'} kept changing while it was copied; try again")
+
+
 def _val_iou(meta: dict[str, Any]) -> float | None:
     value = meta.get("extra", {}).get("metrics", {}).get("iou")
     return float(value) if isinstance(value, (int, float)) else None
@@ -292,10 +307,8 @@ def release(
         raise ConfigError("--eval-test: the test split is evaluated once, on final weights; "
                           "add --final (or drop --eval-test for an intermediate release)")  # fmt: skip
     meta = _check_run(run)
-    from_pretrained(run / "best")  # refuse weights that do not load
     dst = root / name
     _refuse_worse(dst, meta, force)
-    sha = sha256_file(run / "best" / "model.safetensors")
     resolved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     try:
         command = train_command_line(resolved)
@@ -306,7 +319,7 @@ def release(
         "final": final,
         "released_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": str(run.resolve()),
-        "weights_sha256": sha,
+        "weights_sha256": None,  # of the copied file, below
         "train_command": command,
         "hardware": hardware(),
         "hardware_note": hardware_note,
@@ -314,8 +327,9 @@ def release(
     }
 
     def build(tmp: Path) -> None:
-        for src, target in RUN_FILES:
-            shutil.copyfile(run / src, tmp / target)
+        _copy_run(run, tmp)
+        from_pretrained(tmp)  # refuse weights that do not load
+        sha = record["weights_sha256"] = sha256_file(tmp / "model.safetensors")
         jobs: dict[str, Path] = {}
         if eval_test is not None:
             jobs["metrics.json"] = Path(eval_test)
