@@ -331,7 +331,13 @@ def collect(root: Path, variants: Sequence[Variant], *, data: Path | None, test_
             command = f"istd train {run / 'config.yaml'} --work-dir {run}"
         row: dict[str, Any] = {"status": status, "config": config, "command": command}
         if status.finished:
-            extra = read_config(run / "best")["extra"]
+            meta = read_config(run / "best")
+            built = (meta["config"].get("scan"), meta["config"].get("inner"))
+            if built != (v.scan, v.inner):
+                raise ConfigError(
+                    f"{run / 'best'}: holds a {built[0]}/{built[1]} model, not {v.label}"
+                )
+            extra = meta["extra"]
             log_rows = rw.read_log(run / "log.csv")
             row.update(
                 val=extra.get("metrics", {}), best_epoch=extra.get("epoch"),

@@ -155,3 +155,13 @@ def test_test_split_evaluated_once(tmp_path: Path, nuaa_sirst: Path, monkeypatch
 
     monkeypatch.setattr("istd.engine.evaluate.run_evaluation", refuse)
     assert ab.eval_test_split(run, nuaa_sirst, 2, "cpu", log=lambda _: None) == first
+
+
+def test_report_refuses_a_run_of_another_variant(tmp_path: Path, capsys) -> None:
+    run = make_run(tmp_path, ab.Variant("cross", "mamba"), done=EPOCHS)
+    run.rename(tmp_path / "local-mamba")
+    args = ["--root", str(tmp_path), "--variants", "local/mamba", "--report-only",
+            "--report", str(tmp_path / "r.md")]  # fmt: skip
+    assert ab.main(args) == 1
+    assert "holds a cross/mamba model, not local/mamba" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()
