@@ -231,7 +231,11 @@ def _evaluate(folder: Path, name: str, data: Path, limit: int | None, device: st
     source.mkdir()
     for file in ("model.safetensors", "config.json"):
         (source / file).symlink_to((folder / file).resolve())
-    run_evaluation([str(source)], data, work / "report", limit=limit, gallery=0, device=device)
+    try:
+        run_evaluation([str(source)], data, work / "report", limit=limit, gallery=0, device=device)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return work
 
 
@@ -242,13 +246,20 @@ def _eval_json(work: Path, name: str, limit: int | None) -> dict[str, Any]:
     return data
 
 
-def _carry_over(old: Path, tmp: Path, sha: str, skip: set[str]) -> list[str]:
-    """Copy evaluation files of the same weights file (equal sha256) into the new folder."""
+def _carry_over(
+    old: Path, tmp: Path, sha: str, wanted: dict[str, tuple[str, int | None]], reeval: bool
+) -> list[str]:
+    """Copy evaluation files of the same weights file (equal sha256) into the new folder.
+
+    A file asked for again (`wanted`: name -> (dataset, limit)) is kept only if it was made on
+    that dataset with that limit, and never with `reeval`.
+    """
     kept = []
     for path in sorted(old.glob("metrics.json")) + sorted(old.glob("cross_*.json")):
-        if path.name in skip:
-            continue
         facts = json.loads(path.read_text(encoding="utf-8")).get("facts", {})
+        asked = path.name in wanted
+        if asked and (reeval or (facts.get("dataset"), facts.get("limit")) != wanted[path.name]):
+            continue
         if facts.get("weights_sha256") == sha:
             shutil.copyfile(path, tmp / path.name)
             kept.append(path.name)
@@ -334,8 +345,8 @@ def release(
         if eval_test is not None:
             jobs["metrics.json"] = Path(eval_test)
         jobs.update({f"cross_{k}.json": v for k, v in cross.items()})
-        skip = set(jobs) if reeval else set()
-        kept = _carry_over(dst, tmp, sha, skip) if dst.is_dir() else []
+        wanted = {target: (str(data), eval_limit) for target, data in jobs.items()}
+        kept = _carry_over(dst, tmp, sha, wanted, reeval) if dst.is_dir() else []
         for target, data in jobs.items():
             if target in kept:
                 log(f"{target}: kept (same weights file already evaluated; --reeval to redo)")

@@ -180,3 +180,27 @@ def test_real_test_evaluation(tmp_path: Path, nuaa_sirst: Path) -> None:
     assert "Only the first 2 images of the split (--eval-limit)" in card
     assert metrics["facts"]["limit"] == 2
     assert yaml.safe_load((dst / "train_config.yaml").read_text())["train"]["epochs"] == 3
+
+
+def test_evaluation_redone_only_for_another_dataset_or_limit(
+    tmp_path: Path, nuaa_sirst: Path, monkeypatch
+) -> None:
+    run = make_run(tmp_path / "run", 0.5)
+    root = tmp_path / "weights"
+    opts = {"weights_root": root, "final": True, "log": lambda _: None}
+    dst = rw.release(run, "w", eval_test=nuaa_sirst, eval_limit=1, **opts)
+    assert json.loads((dst / "metrics.json").read_text())["n_images"] == 1
+    (dst / "cross_X.json").write_text(json.dumps({"facts": {"weights_sha256": "other"}}))
+
+    def refuse(*a, **k):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr("istd.engine.evaluate.run_evaluation", refuse)
+    rw.release(run, "w", eval_test=nuaa_sirst, eval_limit=1, **opts)  # same file, same request
+    assert json.loads((dst / "metrics.json").read_text())["n_images"] == 1
+    assert not (dst / "cross_X.json").exists()  # made for other weights: dropped
+    with pytest.raises(AssertionError, match="evaluated again"):
+        rw.release(run, "w", eval_test=nuaa_sirst, eval_limit=2, **opts)  # another limit
+    with pytest.raises(AssertionError, match="evaluated again"):
+        rw.release(run, "w", eval_test=nuaa_sirst, eval_limit=1, reeval=True, **opts)
+    assert json.loads((dst / "metrics.json").read_text())["n_images"] == 1  # failed: untouched
