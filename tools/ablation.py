@@ -214,8 +214,10 @@ def latency(
     from istd.models.info import load_for_info, time_forward
 
     cache = run / "latency.json"
+    hw = rw.hardware()  # timings from another machine are measured again
     key = {"weights_sha256": rw.sha256_file(run / "best" / "model.safetensors"),
-           "size": list(size), "threads": threads, "runs": runs}  # fmt: skip
+           "size": list(size), "threads": threads, "runs": runs,
+           "machine": f"{hw['cpu']}, {hw['cpu_cores_usable']} cores, {hw['platform']}"}  # fmt: skip
     if cache.is_file() and not remeasure:
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if all(cached.get(k) == v for k, v in key.items()):
@@ -237,6 +239,11 @@ def latency(
 
 def _f(value: Any, digits: int = 4, scale: float = 1.0) -> str:
     return rw._f(value, digits, scale)
+
+
+def _best_metric(configs: dict[str, dict[str, Any]]) -> str:
+    names = sorted({str(c["train"]["best_metric"]) for c in configs.values()})
+    return " / ".join(names) or "n/a"
 
 
 def _same_recipe(configs: dict[str, dict[str, Any]]) -> str:
@@ -277,7 +284,8 @@ def render_report(root: Path, variants: Sequence[Variant], rows: dict[str, dict[
         f"Hardware (this machine, which wrote the report and measured latency): {hw['cpu']}, "
         f"{hw['cpu_cores_usable']} usable cores, {hw['cuda'] or 'no GPU'}; {hw['platform']}; "
         f"torch {hw['torch']}. The machine is shared with other work: times are noisy.", "",
-        "Validation metrics are those of each run's best checkpoint (selected on val IoU); test "
+        "Validation metrics are those of each run's best checkpoint (selected on "
+        f"val {_best_metric(configs)}); test "
         "metrics evaluate that checkpoint once on the test split at native resolution, threshold "
         f"0.5; latency is the median of {settings['runs']} forwards of one "
         f"{settings['size'][0]} x {settings['size'][1]} image on {settings['threads']} CPU threads "
