@@ -26,6 +26,7 @@ from istd.ops._availability import HAS_NUMBA as _HAS_NUMBA
 
 if _HAS_NUMBA:
     from istd.ops.scan_gather_cpu import scan_gather_cpu, scan_merge_cpu
+    from istd.ops.ss2d_grids_cpu import MAX_TOKENS, ss2d_grids_cpu
 
 
 class ChannelAffinity(nn.Module):
@@ -124,6 +125,8 @@ class SS2D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, H, W, d) tokens. Returns (B, H, W, d)."""
         Bt, H, W, _ = x.shape
+        if self._fused_grids(x):
+            return self._forward_grids(x)
         # Without autograd, independent grids (the words of many sentences) run in chunks: the
         # per-direction B, C tensors (K * 2N values per token) then stay cache-sized instead of
         # growing with the image, which bounds peak memory.
@@ -132,6 +135,43 @@ class SS2D(nn.Module):
             step = max(1, self.chunk_elements // per_grid)
             return torch.cat([self._forward(c) for c in x.split(step)])
         return self._forward(x)
+
+    def _fused_grids(self, x: Tensor) -> bool:
+        """Whether the fused small-grid kernel serves this call: inference on the CPU, small
+        grids (the words of every sentence), an order whose directions read all channels."""
+        _, H, W, _ = x.shape
+        return (
+            _HAS_NUMBA
+            and H * W <= MAX_TOKENS
+            and self.backend in ("auto", "cpu")
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.affinity is None
+            and not self._order(H, W).grouped
+            and not (
+                torch.is_grad_enabled()
+                and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+            )
+        )
+
+    def _forward_grids(self, x: Tensor) -> Tensor:
+        _, H, W, _ = x.shape
+        return ss2d_grids_cpu(
+            x,
+            self.in_proj.weight,
+            self.conv.weight,
+            self.conv.bias,
+            self.x_proj_weight,
+            self.dt_proj_weight,
+            self.dt_proj_bias,
+            -torch.exp(self.A_log),
+            self.D,
+            self.out_norm.weight,
+            self.out_norm.bias,
+            self.out_norm.eps,
+            self.out_proj.weight,
+            self._order(H, W).index,
+        )
 
     def _forward(self, x: Tensor) -> Tensor:
         Bt, H, W, _ = x.shape

@@ -1,0 +1,65 @@
+"""The fused small-grid SS2D kernel against SS2D's op-by-op forward (its oracle)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from istd.models.layers.ss2d import SS2D
+from istd.ops import available_backends
+
+pytestmark = pytest.mark.skipif("cpu" not in available_backends(), reason="numba not installed")
+
+
+def _perturbed(dim: int, scan: str, seed: int) -> SS2D:
+    """An SS2D whose parameters are moved off their initial values (A, D, norms included)."""
+    torch.manual_seed(seed)
+    block = SS2D(dim, scan=scan).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return block
+
+
+@pytest.mark.parametrize("scan", ["cross", "bidirectional", "local"])
+@pytest.mark.parametrize(
+    ("dim", "grids", "H", "W"),
+    [(4, 37, 4, 4), (5, 6, 3, 5), (8, 3, 1, 1), (32, 2, 8, 8), (7, 1, 2, 9)],
+)
+def test_fused_matches_op_by_op(scan: str, dim: int, grids: int, H: int, W: int) -> None:
+    block = _perturbed(dim, scan, seed=dim * H * W)
+    x = torch.randn(grids, H, W, dim)
+    with torch.no_grad():
+        assert block._fused_grids(x)
+        want = block._forward(x)
+        got = block(x)
+    assert got.shape == want.shape == x.shape
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+
+
+def test_fused_is_deterministic() -> None:
+    block = _perturbed(8, "cross", seed=1)
+    x = torch.randn(300, 4, 4, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), block(x))
+
+
+def test_fused_path_not_taken_where_it_does_not_apply() -> None:
+    block = _perturbed(8, "cross", seed=2)
+    words = torch.randn(4, 4, 4, 8)
+    assert not block._fused_grids(words)  # grad mode with trainable parameters: autograd path
+    with torch.no_grad():
+        assert block._fused_grids(words)
+        assert not block._fused_grids(torch.randn(1, 16, 16, 8))  # a large grid
+        assert not block._fused_grids(words.double())
+        assert not _perturbed(8, "grouped", seed=3)._fused_grids(words)
+        assert not SS2D(8, backend="reference")._fused_grids(words)
+
+
+def test_training_gradients_unchanged_by_the_fused_path() -> None:
+    """Training never reaches the kernel: gradients flow as through the op-by-op forward."""
+    block = _perturbed(4, "cross", seed=4).train()
+    x = torch.randn(5, 4, 4, 4, requires_grad=True)
+    block(x).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in block.parameters())
