@@ -25,34 +25,11 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from istd.ops.scan_cpu import _exp
+from istd.ops.scan_cpu import _exp, _softplus
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
-_TWO = np.float32(2.0)
-# 2 atanh(s) series coefficients: log(1 + y) = 2 (s + s^3/3 + ... + s^11/11), s = y / (2 + y)
-_THIRD, _FIFTH, _SEVENTH = np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7)
-_NINTH, _ELEVENTH = np.float32(1 / 9), np.float32(1 / 11)
 MAX_TOKENS = 64  # grids up to this size take the fused kernel; larger ones are not "small"
-
-
-@njit(inline="always", fastmath=True, cache=True)
-def _softplus(x):
-    """log(1 + exp(x)) in float32, vectorisable: max(x, 0) + log1p(exp(-|x|)).
-
-    log1p(y) for y in (0, 1] by the atanh series in s = y / (2 + y) <= 1/3, truncated after
-    s^11: relative error below 2e-7.
-    """
-    y = _exp(-abs(x))
-    s = y / (_TWO + y)
-    s2 = s * s
-    p = _ELEVENTH
-    p = p * s2 + _NINTH
-    p = p * s2 + _SEVENTH
-    p = p * s2 + _FIFTH
-    p = p * s2 + _THIRD
-    p = p * s2 + _ONE
-    return max(x, _ZERO) + _TWO * s * p
 
 
 @njit(inline="always", fastmath=True, cache=True)

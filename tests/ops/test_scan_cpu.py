@@ -101,11 +101,25 @@ def test_auto_picks_cpu_for_cpu_tensors(scan_inputs) -> None:
     )
 
 
-def test_no_grad_forward_matches(scan_inputs) -> None:
-    x = {k: v.float() for k, v in scan_inputs(2, 4, 16, 200, groups=2).items() if v is not None}
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("softplus", [False, True])
+@pytest.mark.parametrize("steps_last", [False, True])
+def test_no_grad_forward_matches(scan_inputs, bias: bool, softplus: bool, steps_last) -> None:
+    # without autograd the kernel adds delta_bias and applies softplus itself, and reads B, C
+    # without a copy when they are transposed views of (..., L, N) tensors
+    x = scan_inputs(2, 5, 16, 200, groups=5 if steps_last else None, bias=bias, seed=7)
+    x = {k: v.float() for k, v in x.items() if v is not None}
+    if not softplus:  # keep dt positive without the softplus
+        x["delta"] = x["delta"].abs() * 0.1
+        if bias:
+            x["delta_bias"] = torch.nn.functional.softplus(x["delta_bias"])
+    if steps_last:
+        x["B"], x["C"] = (
+            t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (x["B"], x["C"])
+        )
     with torch.no_grad():
-        y = selective_scan(**x, delta_softplus=True, backend="cpu")
-    want = selective_scan_ref(**x, delta_softplus=True)
+        y = selective_scan(**x, delta_softplus=softplus, backend="cpu")
+    want = selective_scan_ref(**x, delta_softplus=softplus)
     assert (y - want).abs().max() <= 1e-4 * want.abs().max()
 
 

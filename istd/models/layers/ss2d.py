@@ -154,6 +154,7 @@ class SS2D(nn.Module):
             )
         )
 
+    @torch.profiler.record_function("ss2d_grids_cpu")
     def _forward_grids(self, x: Tensor) -> Tensor:
         _, H, W, _ = x.shape
         return ss2d_grids_cpu(
@@ -205,18 +206,19 @@ class SS2D(nn.Module):
             )
             u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
         # Per-direction projections; einsum picks the GEMM layout (few big or many small).
-        # Three products instead of one split: B and C come out contiguous, as the scan reads them.
+        # Three products instead of one split: B and C come out as transposed views of
+        # contiguous (B, K, L, N) tensors, the layout the CPU scan reads without a copy.
         w = self.x_proj_weight  # (K, R+2N, C')
         dts = torch.einsum("kec,bkcl->bkel", w[:, :R], u)  # (B, K, R, L)
-        Bs = torch.einsum("kec,bkcl->bkel", w[:, R : R + N], u)  # (B, K, N, L)
-        Cs = torch.einsum("kec,bkcl->bkel", w[:, R + N :], u)  # (B, K, N, L)
+        Bs = torch.einsum("kec,bkcl->bkle", w[:, R : R + N], u).contiguous().transpose(2, 3)
+        Cs = torch.einsum("kec,bkcl->bkle", w[:, R + N :], u).contiguous().transpose(2, 3)
         dt = torch.einsum("kcr,bkrl->bkcl", self.dt_proj_weight, dts)  # (B, K, C', L)
         y = selective_scan(
             u.view(Bt, K * Cd, L),
             dt.reshape(Bt, K * Cd, L),  # einsum may return a permuted view; copy only then
             -torch.exp(self.A_log),  # (K*C', N)
-            Bs.contiguous(),  # (B, K, N, L): group k serves direction k's C' channels
-            Cs.contiguous(),
+            Bs,  # (B, K, N, L): group k serves direction k's C' channels
+            Cs,
             self.D,
             delta_bias=self.dt_proj_bias.view(-1),
             delta_softplus=True,
