@@ -243,7 +243,12 @@ def apply_override(cfg: TrainConfig, item: str) -> None:
                 f"--set {key}: unknown key {part!r} in {where}; valid: {', '.join(names)}"
             )
         if depth < len(parts) - 1:
-            target = getattr(target, part)
+            child = getattr(target, part)
+            if isinstance(child, dict) and depth == len(parts) - 2:
+                # a free-form mapping (model.overrides): its keys are checked where it is used
+                setattr(target, part, {**child, parts[-1]: value})
+                return
+            target = child
     hints = typing.get_type_hints(type(target))
     leaf = parts[-1]
     if dataclasses.is_dataclass(getattr(target, leaf)):

@@ -144,3 +144,12 @@ def test_default_root_resolves_against_checkout(
     monkeypatch.chdir(tmp_path)  # the shipped relative root does not exist from here
     train, _ = split_samples(load_config("mim-istd_nuaa-sirst"))
     assert len(train) == 256
+
+
+def test_dotted_override_sets_one_model_override() -> None:
+    cfg = load_config(
+        "mim-istd_nuaa-sirst", ["model.overrides.scan=local", "model.overrides.inner=conv"]
+    )
+    assert cfg.model.overrides == {"scan": "local", "inner": "conv"}
+    apply_override(cfg, "model.overrides.scan=grouped")
+    assert cfg.model.overrides == {"scan": "grouped", "inner": "conv"}
