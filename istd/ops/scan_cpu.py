@@ -117,14 +117,33 @@ def _softplus(x):
     return max(x, _ZERO) + _TWO * s * p
 
 
+@njit(fastmath=True, cache=True)
+def _step_sizes_kernel(delta, bias, softplus, out):
+    """out[r, t] = softplus(delta[r, t] + bias[r % dim]) (or without softplus); (R, L) arrays.
+
+    One vectorised pass in place of torch's add and softplus (two passes, two temporaries).
+    Serial: it is memory-bound and a fraction of the scan, and a parallel loop would add to
+    the first call's compile time.
+    """
+    R, L = delta.shape
+    dim = bias.shape[0]
+    for r in range(R):
+        b = bias[r % dim]
+        if softplus:
+            for t in range(L):
+                out[r, t] = _softplus(delta[r, t] + b)
+        else:
+            for t in range(L):
+                out[r, t] = delta[r, t] + b
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def _scan_fwd_kernel(u, dt, dt_bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
+def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
     """Forward scan.
 
-    u, dt, y: (R, L), R = batch * dim, row r = (b, d); the step size is dt + dt_bias[d]
-    (dt_bias: (dim,)), through softplus when ``softplus``; A: (dim, N); Bm, Cm:
-    (batch, G, L, N); Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N)
-    state before each chunk (written when ``save_ckpt``). Rows run four at a time (a short last tile repeats its
+    u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
+    Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
+    chunk (written when ``save_ckpt``). Rows run four at a time (a short last tile repeats its
     last row): each row's recurrence is a chain of dependent multiply-adds, and four
     independent chains in one loop body keep the FP units busy (1.2 to 1.5x faster than one
     row at a time; a loop over the four rows instead of the written-out body measured slower,
@@ -139,7 +158,6 @@ def _scan_fwd_kernel(u, dt, dt_bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, sav
     per_block = (n_tiles + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
         h = np.empty((_ROWS, N), np.float32)
-        steps = np.empty((_ROWS, CHUNK), np.float32)  # the chunk's step sizes, per row
         for tile in range(blk * per_block, min(n_tiles, blk * per_block + per_block)):
             r0 = _ROWS * tile
             r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
@@ -156,20 +174,8 @@ def _scan_fwd_kernel(u, dt, dt_bias, softplus, A, Bm, Cm, Dv, y, last, ckpt, sav
                     for n in range(N):
                         ckpt[r0, c, n], ckpt[r1, c, n] = h[0, n], h[1, n]
                         ckpt[r2, c, n], ckpt[r3, c, n] = h[2, n], h[3, n]
-                t0 = c * CHUNK
-                T = min(CHUNK, L - t0)
-                # step sizes first, vectorised over the chunk: softplus per step would be
-                # a scalar call inside the recurrence
-                for i, r, d in ((0, r0, d0), (1, r1, d1), (2, r2, d2), (3, r3, d3)):
-                    if softplus:
-                        for j in range(T):
-                            steps[i, j] = _softplus(dt[r, t0 + j] + dt_bias[d])
-                    else:
-                        for j in range(T):
-                            steps[i, j] = dt[r, t0 + j] + dt_bias[d]
-                for t in range(t0, t0 + T):
-                    j = t - t0
-                    dt0, dt1, dt2, dt3 = steps[0, j], steps[1, j], steps[2, j], steps[3, j]
+                for t in range(c * CHUNK, min(c * CHUNK + CHUNK, L)):
+                    dt0, dt1, dt2, dt3 = dt[r0, t], dt[r1, t], dt[r2, t], dt[r3, t]
                     x0, x1, x2, x3 = u[r0, t], u[r1, t], u[r2, t], u[r3, t]
                     dx0, dx1, dx2, dx3 = dt0 * x0, dt1 * x1, dt2 * x2, dt3 * x3
                     # the update and the C contraction are separate loops: a reduction in
@@ -368,13 +374,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
     """Core scan y = scan(u, dt, A, B, C) + D u on float32 CPU tensors, with its backward."""
 
     @staticmethod
-    def forward(
-        ctx, u: Tensor, dt: Tensor, dt_bias: Tensor, softplus: bool,
-        A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-    ):  # fmt: skip
-        # u, dt (batch, dim, L); dt_bias (dim,), applied (then softplus) in the kernel: only
-        # without autograd, as the backward reads the final step sizes from dt;
-        # A (dim, N); B, C (batch, G, N, L); D (dim,)
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor):
+        # u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D (dim,)
         batch, dim, L = u.shape
         N = A.shape[1]
         u2, dt2 = _np(u).reshape(batch * dim, L), _np(dt).reshape(batch * dim, L)  # (R, L)
@@ -387,7 +388,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         ckpt = np.empty((batch * dim, n_chunks, N), np.float32)  # (R, chunks, N)
         _sync_threads()
         _scan_fwd_kernel(
-            u2, dt2, _np(dt_bias), softplus, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
+            u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
             last.numpy().reshape(batch * dim, N), ckpt, save, min(-(-batch * dim // _ROWS), _MAX_BLOCKS),
         )  # fmt: skip
         if save:
@@ -424,7 +425,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dB = (dB_part[:, :, 0] if parts == 1 else dB_part.sum(2)).transpose(2, 3)
         dC = (dC_part[:, :, 0] if parts == 1 else dC_part.sum(2)).transpose(2, 3)
         del ctx.arrays
-        return du, ddt, None, None, dA_part.sum(0), dB, dC, dD_part.sum(0)
+        return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
 
 
 def selective_scan_cpu(
@@ -448,13 +449,20 @@ def selective_scan_cpu(
     """
     dim = u.shape[1]
     dt = delta.float()
-    bias = delta_bias.float() if delta_bias is not None else dt.new_zeros(dim)
-    softplus = delta_softplus
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        # autograd differentiates bias and softplus here; the kernel gets final step sizes
-        dt = F.softplus(dt + bias[:, None]) if softplus else dt + bias[:, None]
-        bias, softplus = dt.new_zeros(dim), False
+        if delta_bias is not None:  # autograd differentiates the bias and the softplus
+            dt = dt + delta_bias.float()[:, None]  # (D,) -> (D, 1) broadcast over L
+        if delta_softplus:
+            dt = F.softplus(dt)
+    elif delta_bias is not None or delta_softplus:
+        bias = delta_bias.float() if delta_bias is not None else dt.new_zeros(dim)
+        steps = torch.empty(dt.shape)
+        _step_sizes_kernel(
+            _np(dt).reshape(-1, dt.shape[-1]), _np(bias), delta_softplus,
+            steps.numpy().reshape(-1, dt.shape[-1]),
+        )  # fmt: skip
+        dt = steps
     B4 = B.float() if B.dim() == 4 else B.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
     C4 = C.float() if C.dim() == 4 else C.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
     if B4.shape[1] != C4.shape[1]:  # the kernel indexes both by one group id
@@ -462,7 +470,7 @@ def selective_scan_cpu(
         B4 = B4.repeat_interleave(groups // B4.shape[1], dim=1)  # (B, G, N, L)
         C4 = C4.repeat_interleave(groups // C4.shape[1], dim=1)  # (B, G, N, L)
     Dv = D.float() if D is not None else u.new_zeros(dim, dtype=torch.float32)
-    y, last = _SelectiveScanCPU.apply(u.float(), dt, bias, softplus, A.float(), B4, C4, Dv)
+    y, last = _SelectiveScanCPU.apply(u.float(), dt, A.float(), B4, C4, Dv)
     if z is not None:
         y = y * F.silu(z.float())
     return (y, last) if return_last_state else y
