@@ -16,6 +16,9 @@ from typing import Any
 # Torch's and Numba's OpenMP pools alternate on the CPU scan path; spinning workers of one pool
 # stall the other (backward up to 5x slower). Must be set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# LLVM -O2 instead of Numba's default -O3 for the scan kernels compiled on first use: about 2 s
+# less of the first call's ~11 s, with no measurable change in kernel speed (tools/bench_scan.py).
+os.environ.setdefault("NUMBA_OPT", "2")
 
 __version__ = "0.1.0"
 

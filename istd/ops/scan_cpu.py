@@ -346,12 +346,16 @@ def _swap_last(t: Tensor, parts: int = 1) -> Tensor:
     return out
 
 
+def _is_steps_last(t: Tensor) -> bool:
+    """Whether (..., N, L) float32 ``t`` is the transposed view of a contiguous (..., L, N)."""
+    return t.dtype == torch.float32 and t.transpose(-1, -2).is_contiguous()
+
+
 def _steps_last(t: Tensor) -> np.ndarray:
     """(..., N, L) -> contiguous float32 (..., L, N) array: free when ``t`` is the transposed
     view of such a tensor (SS2D computes B and C that way), else a swap."""
-    swapped = t.transpose(-1, -2)
-    if swapped.dtype == torch.float32 and swapped.is_contiguous():
-        return swapped.detach().numpy()
+    if _is_steps_last(t):
+        return t.transpose(-1, -2).detach().numpy()
     return _swap_last(t).numpy()
 
 
@@ -395,6 +399,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
             # the inputs go through save_for_backward so that autograd notices in-place edits
             ctx.save_for_backward(u, dt, A, D)
             ctx.arrays = (Bt, Ct, ckpt)
+            ctx.steps_last = (_is_steps_last(B), _is_steps_last(C))
         return y, last
 
     @staticmethod
@@ -420,10 +425,15 @@ class _SelectiveScanCPU(torch.autograd.Function):
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
         )  # fmt: skip
-        # (batch, G, P, L, N) summed over P -> (batch, G, L, N), returned as a transposed
-        # (batch, G, N, L) view: autograd takes any strides, and the swap was a serial pass
-        dB = (dB_part[:, :, 0] if parts == 1 else dB_part.sum(2)).transpose(2, 3)
-        dC = (dC_part[:, :, 0] if parts == 1 else dC_part.sum(2)).transpose(2, 3)
+        # (batch, G, P, L, N) summed over P -> (batch, G, N, L), in the layout B and C came in:
+        # a transposed view for (L, N) inputs (free), else one swap pass (a leaf's
+        # AccumulateGrad would otherwise make a strided copy, several times slower)
+        dB, dC = (
+            (part[:, :, 0] if parts == 1 else part.sum(2)).transpose(2, 3)
+            if steps_last
+            else _swap_last(part.view(batch, G, parts * L, N), parts)
+            for part, steps_last in zip((dB_part, dC_part), ctx.steps_last, strict=True)
+        )
         del ctx.arrays
         return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
 
