@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,6 +36,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 from torch import Tensor
+
+from istd.ops._threads import sync_numba_threads
 
 CHUNK = 64  # steps between checkpoints: the backward buffers (CHUNK + 1, N) stay in L1
 _ROWS = 4  # rows the forward kernel runs together (written out in its loop body)
@@ -359,11 +360,6 @@ def _steps_last(t: Tensor) -> np.ndarray:
     return _swap_last(t).numpy()
 
 
-def _sync_threads() -> None:
-    """Let ``torch.set_num_threads`` govern the Numba kernels as well."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
 def _np(t: Tensor) -> np.ndarray:
     """A contiguous float32 NumPy view of a CPU tensor (copying only when needed)."""
     return t.detach().to(torch.float32).contiguous().numpy()
@@ -390,7 +386,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         save = any(ctx.needs_input_grad)
         n_chunks = -(-L // CHUNK) if save else 0
         ckpt = np.empty((batch * dim, n_chunks, N), np.float32)  # (R, chunks, N)
-        _sync_threads()
+        sync_numba_threads()
         _scan_fwd_kernel(
             u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
             last.numpy().reshape(batch * dim, N), ckpt, save, min(-(-batch * dim // _ROWS), _MAX_BLOCKS),
@@ -419,7 +415,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dD_part = torch.zeros(n_blocks, dim)
         dB_part = torch.empty(batch, G, parts, L, N)  # zeroed by the kernel
         dC_part = torch.empty(batch, G, parts, L, N)
-        _sync_threads()
+        sync_numba_threads()
         _scan_bwd_kernel(
             u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, n_blocks,
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),

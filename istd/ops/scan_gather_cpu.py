@@ -16,11 +16,12 @@ threads.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
+
+from istd.ops._threads import sync_numba_threads
 
 _TILE = 16  # tokens per tile: the tile's rows stay in L1 while its channels are moved
 _CB = 8  # channels per tile; both sizes are constants so that LLVM unrolls the tile loops
@@ -119,16 +120,12 @@ _merge_ser = njit(cache=True)(_merge_body)
 _PARALLEL_MIN = 1 << 19  # elements moved per call from which threads pay off
 
 
-def _sync_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
 def _gather(x: Tensor, index: np.ndarray, grouped: bool) -> Tensor:
     Bt, L, Di = x.shape
     K = index.shape[0]
     out = torch.empty(Bt, K, Di // K if grouped else Di, L)  # (B, K, C', L)
     kernel = _gather_par if out.numel() >= _PARALLEL_MIN else _gather_ser
-    _sync_threads()
+    sync_numba_threads()
     kernel(x.detach().contiguous().numpy(), index, grouped, out.numpy())
     return out
 
@@ -137,7 +134,7 @@ def _merge(y: Tensor, index: np.ndarray, grouped: bool) -> Tensor:
     Bt, K, Cd, L = y.shape
     out = torch.empty(Bt, L, K * Cd if grouped else Cd)  # (B, L, Di)
     kernel = _merge_par if y.numel() >= _PARALLEL_MIN else _merge_ser
-    _sync_threads()
+    sync_numba_threads()
     kernel(y.detach().contiguous().numpy(), index, grouped, out.numpy())
     return out
 

@@ -19,12 +19,12 @@ Supported: orders whose directions all read every channel (``cross``, ``bidirect
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
+from istd.ops._threads import sync_numba_threads
 from istd.ops.scan_cpu import _exp, _softplus
 
 _ONE = np.float32(1.0)
@@ -234,7 +234,7 @@ def ss2d_grids_cpu(
 
     w_x = x_proj.detach().float().transpose(1, 2)  # (K, Di, R + 2N)
     out = torch.empty(S, H, W, d)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    sync_numba_threads()
     _ss2d_grids_kernel(
         arr(x).reshape(S, H * W, d),
         arr(in_proj.t()),  # (d, 2 Di)

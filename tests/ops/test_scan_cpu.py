@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -137,3 +140,18 @@ def test_very_long_sequence_is_finite_and_matches(scan_inputs) -> None:
         want = selective_scan_ref(**x, delta_softplus=True)
     err = ((y.detach() - want).abs().max() / want.abs().max()).item()
     assert err <= 1e-4, f"L=65536 forward relative error {err:.3g}"
+
+
+def test_first_kernel_call_keeps_torch_thread_count() -> None:
+    # a fresh process: Numba's OpenMP pool starts on the first kernel call
+    code = (
+        "import torch, istd\n"
+        "from istd.ops import selective_scan\n"
+        "torch.set_num_threads(1)\n"
+        "x = dict(u=torch.randn(1, 4, 9), delta=torch.rand(1, 4, 9), A=-torch.rand(4, 8),\n"
+        "         B=torch.randn(1, 8, 9), C=torch.randn(1, 8, 9))\n"
+        "selective_scan(**x, backend='cpu')\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
