@@ -37,6 +37,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling release tool
 import release_weights as rw  # noqa: E402
+import weights_card  # noqa: E402
 
 from istd._atomic import write_atomic  # noqa: E402
 from istd.errors import ConfigError, IstdError  # noqa: E402
@@ -238,7 +239,7 @@ def latency(
 
 
 def _f(value: Any, digits: int = 4, scale: float = 1.0) -> str:
-    return rw._f(value, digits, scale)
+    return weights_card._f(value, digits, scale)
 
 
 def _best_metric(configs: dict[str, dict[str, Any]]) -> str:
@@ -248,7 +249,7 @@ def _best_metric(configs: dict[str, dict[str, Any]]) -> str:
 
 def _same_recipe(configs: dict[str, dict[str, Any]]) -> str:
     """A sentence saying whether the runs' configs differ only in model.overrides."""
-    flat = {k: {key: v for key, v in rw._flatten(c).items() if key != "model.overrides"}
+    flat = {k: {key: v for key, v in weights_card._flatten(c).items() if key != "model.overrides"}
             for k, c in configs.items()}  # fmt: skip
     if len(flat) < 2:
         return ""

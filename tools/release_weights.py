@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import platform
@@ -41,6 +40,15 @@ import yaml
 from istd._atomic import replace_dir_atomic, write_atomic
 from istd.errors import ConfigError, IstdError, WeightsError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
+from weights_card import (  # noqa: E402
+    read_log,
+    render_card,
+    train_command,
+    train_command_line,
+    write_card,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25_000_000  # the issue's "under 25 MB", in decimal megabytes
 # (file in the work dir, name in the weights folder)
@@ -53,10 +61,6 @@ RUN_FILES = (
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# The paper's NUAA-SIRST test figures (Chen et al., TGRS 2024) and the issue's targets.
-PAPER = {"iou": 0.809, "niou": 0.801, "pd": 1.00, "fa": 2.2e-6}
-TARGETS = (("iou", "IoU", ">=", 0.75), ("pd", "Pd", ">=", 0.97), ("fa", "Fa", "<=", 1e-5))
-LATEST_ROWS = 8
 __all__ = ["hardware", "read_log", "release", "render_card", "train_command", "write_card"]
 
 
@@ -91,69 +95,6 @@ def hardware() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-
-
-def read_log(path: Path) -> list[dict[str, float | None]]:
-    """log.csv rows as floats (empty cells, e.g. epochs without validation, become None)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [
-            {k: float(v) if v not in ("", None) else None for k, v in row.items()}
-            for row in csv.DictReader(handle)
-        ]
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and key != "overrides":  # model.overrides is one value
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _yaml_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)  # JSON is YAML flow syntax
-    return text if yaml.safe_load(text) == value else json.dumps(value)
-
-
-def train_command(resolved: dict[str, Any], base: str | None = None) -> tuple[str, list[str]]:
-    """The shipped config and the fewest `--set` items that reproduce a resolved config.
-
-    Args:
-        resolved: a resolved config (a work dir's config.yaml).
-        base: the shipped config to start from; None picks the one needing the fewest items
-            (on a tie, the one building the same model).
-
-    Returns:
-        (shipped config name, ["key=value", ...]); `load_config(name, items)` equals `resolved`.
-
-    Raises:
-        ConfigError: no shipped config reproduces it (then only the YAML file itself does).
-    """
-    from istd.engine.config import config_from_dict, load_config, shipped_configs
-
-    target = config_from_dict(resolved, "train_config.yaml").to_dict()
-    flat = _flatten(target)
-    found = []
-    for name in [base] if base else shipped_configs():
-        base_flat = _flatten(load_config(name).to_dict())
-        items = [f"{k}={_yaml_value(v)}" for k, v in flat.items() if base_flat.get(k) != v]
-        if load_config(name, items).to_dict() == target:
-            other_model = base_flat["model.name"] != flat["model.name"]
-            found.append(((len(items), other_model, name), name, items))
-    if not found:
-        raise ConfigError("no shipped config plus --set items reproduces train_config.yaml")
-    return min(found)[1:]
-
-
-def train_command_line(
-    resolved: dict[str, Any], work_dir: str = "WORK", base: str | None = None
-) -> str:
-    """`istd train ...` as a shell line (see `train_command`)."""
-    name, items = train_command(resolved, base)
-    sets = "".join(f" --set {shlex.quote(item)}" for item in items)
-    return f"istd train {name} --work-dir {work_dir}{sets}"
 
 
 def _check_name(name: str, what: str) -> str:
@@ -372,217 +313,6 @@ def release(
     card = write_card(root)
     log(f"model card: {card}")
     return dst
-
-
-def _f(value: Any, digits: int = 4, scale: float = 1.0) -> str:
-    if not isinstance(value, (int, float)) or value != value:
-        return "n/a"
-    return f"{value * scale:.{digits}f}"
-
-
-def _metric_cells(m: dict[str, Any]) -> str:
-    return (
-        f"{_f(m.get('iou'))} | {_f(m.get('niou'))} | {_f(m.get('pd'))} | {_f(m.get('fa'), 2, 1e6)}"
-    )
-
-
-def _limited(m: dict[str, Any]) -> str:
-    limit = m.get("facts", {}).get("limit")
-    return f" **Only the first {limit} images of the split (--eval-limit).**" if limit else ""
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _distance(m: dict[str, Any], where: str) -> str:
-    """Plain sentence: how far metrics `m` are from the issue's targets and the paper."""
-    parts = []
-    for key, label, op, goal in TARGETS:
-        v = m.get(key)
-        if not isinstance(v, (int, float)):
-            parts.append(f"{label} n/a")
-            continue
-        scale, unit = (1e6, " x 1e-6") if key == "fa" else (1.0, "")
-        ok = v >= goal if op == ">=" else v <= goal
-        gap = (
-            "met"
-            if ok
-            else f"{abs(v - goal) * scale:.4g}{unit} {'short' if op == '>=' else 'over'}"
-        )
-        parts.append(f"{label} {v * scale:.4g}{unit} (target {op} {goal * scale:g}{unit}: {gap})")
-    labels = {"iou": "IoU", "niou": "nIoU", "pd": "Pd", "fa": "Fa"}
-    paper = ", ".join(
-        f"{labels[k]} {(m[k] - p) * 1e6:+.3g} x 1e-6"
-        if k == "fa"
-        else f"{labels[k]} {m[k] - p:+.4f}"
-        for k, p in PAPER.items()
-        if isinstance(m.get(k), (int, float))
-    )
-    return (
-        f"On {where}: {'; '.join(parts)}. Difference to the paper's NUAA-SIRST test figures "
-        f"(IoU 0.809, nIoU 0.801, Pd 1.00, Fa 2.2 x 1e-6 after 800 epochs on GPUs): {paper}."
-    )
-
-
-def _section(folder: Path) -> list[str]:
-    """The card section of one weights folder, every figure read from its files."""
-    from istd.models import from_pretrained
-    from istd.models.hub import read_config
-
-    name = folder.name
-    meta = read_config(folder)
-    extra, cfg = meta["extra"], meta["config"]
-    rel = _json(folder / "release.json") or {}
-    train = yaml.safe_load((folder / "train_config.yaml").read_text(encoding="utf-8")) if (
-        folder / "train_config.yaml").is_file() else None  # fmt: skip
-    rows = read_log(folder / "log.csv") if (folder / "log.csv").is_file() else []
-    test, val = _json(folder / "metrics.json"), extra.get("metrics", {})
-    params = sum(p.numel() for p in from_pretrained(folder).parameters())
-    planned = train["train"]["epochs"] if train else None
-    done = int(rows[-1]["epoch"]) if rows else None
-    if rel.get("final"):
-        status = f"**Status: final weights** (epoch {done} of {planned} planned"
-        status += ")." if done == planned else "; released as final before the planned end)."
-    elif done is not None and done == planned:
-        status = (
-            f"**Status: not released as final** (epoch {done} of {planned}: training has ended); "
-            "this is the run's best checkpoint on validation."
-        )
-    else:
-        status = (
-            f"**Status: an intermediate checkpoint** (epoch {done} of {planned} planned): training "
-            "is still running or resumable; this is the best checkpoint so far on validation."
-        )
-    if test is None:
-        status += " The test split has not been evaluated for these weights."
-    lines = [f"## {name}", "", status, "", "| | |", "|---|---|"]
-    model = f"`{meta['model']}` ({params / 1e6:.2f} M parameters), scan `{cfg.get('scan')}`, "
-    lines.append(f"| model | {model}inner `{cfg.get('inner')}`, in_chans {cfg.get('in_chans')} |")
-    n_val = f" ({int(val['n_images'])} images)" if "n_images" in val else ""
-    lines.append(f"| data | {extra.get('dataset', 'n/a')}; {extra.get('split', 'n/a')}{n_val} |")
-    mean, std = (", ".join(f"{v:.4f}" for v in cfg.get(k, ())) for k in ("norm_mean", "norm_std"))
-    norm = f"mean {mean}, std {std} (measured on the training split)"
-    lines.append(f"| normalisation | {norm} |")
-    if train:
-        o, s, t, a = train["optim"], train["schedule"], train["train"], train["augment"]
-        lines.append(
-            f"| recipe | {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g}, "
-            f"{s['name']} schedule (warm-up {s['warmup_epochs']}, min lr {s['min_lr']:g}), "
-            f"{train['loss']['name']} loss, {a['crop_size']} x {a['crop_size']} crops, batch "
-            f"{t['batch_size']}, seed {t['seed']}, validation every {t['val_every']} epochs |"
-        )
-    lines.append(f"| epochs | {done} done of {planned} planned |")
-    if rows:
-        epoch_s = sum(r["epoch_s"] or 0.0 for r in rows)
-        ips = sorted(r["images_per_s"] for r in rows if r.get("images_per_s") is not None)
-        wall = _f(rows[-1].get("wall_time_s"), 2, 1 / 3600)
-        median = _f(ips[len(ips) // 2] if ips else None, 2)
-        lines.append(
-            f"| wall time | {epoch_s / 3600:.2f} h (sum of epoch_s), {wall} h (wall_time_s); "
-            f"median {median} training images/s |"
-        )
-    hw = rel.get("hardware")
-    if hw:
-        gpu = hw.get("cuda") or "no GPU"
-        lines.append(
-            f"| release machine | {hw['cpu']}, {hw['cpu_cores_usable']} usable cores, {gpu}; "
-            f"{hw['platform']}; torch {hw['torch']} |"
-        )
-    if rel.get("hardware_note"):
-        lines.append(f"| training hardware | {rel['hardware_note']} |")
-    if val:
-        lines.append(
-            f"| best checkpoint | epoch {extra.get('epoch')}: val IoU {_f(val.get('iou'))}, nIoU "
-            f"{_f(val.get('niou'))}, Pd {_f(val.get('pd'))}, Fa {_f(val.get('fa'), 2, 1e6)} x 1e-6 |"
-        )
-    size = (folder / "model.safetensors").stat().st_size / 1e6
-    lines.append(
-        f"| weights | model.safetensors, {size:.1f} MB, sha256 `{rel.get('weights_sha256', 'not recorded')}` |"
-    )
-    lines.append(f"| released | {rel.get('released_utc', 'not recorded')} |")
-    lines += ["", "Command (the resolved config is `train_config.yaml`):", "", "```"]
-    with contextlib.suppress(ConfigError, TypeError, KeyError):
-        lines.append(train_command_line(train) if train else rel["train_command"])
-    lines += [f"istd train weights/{name}/train_config.yaml --work-dir WORK   # the same config",
-              "istd train --work-dir WORK --resume   # after each interruption", "```", ""]  # fmt: skip
-    if test is not None:
-        f = test["facts"]
-        lines += [
-            f"### Test metrics (threshold {test.get('threshold')})", "",
-            f"`istd eval --weights {name} --data {f['dataset']} --split {f['split']}` (the same "
-            f"library call, run by the release tool): {test['n_images']} images, "
-            f"{test['n_targets']} targets; `metrics.json`." + _limited(test), "",
-            "| IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|",
-            f"| {_metric_cells(test)} |", "",
-        ]  # fmt: skip
-    cross = sorted(folder.glob("cross_*.json"))
-    if cross:
-        lines += ["### Cross-dataset (other datasets' test splits)", "",
-                  "| dataset | split | images | threshold | IoU | nIoU | Pd | Fa (x 1e-6) | file |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for path in cross:
-            c = json.loads(path.read_text(encoding="utf-8"))
-            lines.append(
-                f"| {path.stem[6:]} | {c['facts']['split']} | {c['n_images']} | {c.get('threshold')} | "
-                f"{_metric_cells(c)} | `{path.name}`{_limited(c)} |"
-            )
-        lines.append("")
-    if (folder / "pd_fa.png").is_file():
-        lines += ["### Pd-Fa curve (test split)", "", f"![Pd-Fa curve]({name}/pd_fa.png)", ""]
-    val_rows = [r for r in rows if r.get("val_iou") is not None][-LATEST_ROWS:]
-    if val_rows:
-        lines += ["### Latest validation rows (`log.csv`)", "",
-                  "| epoch | train loss | val IoU | val nIoU | val Pd | val Fa (x 1e-6) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        lines += [
-            f"| {int(r['epoch'])} | {_f(r['loss'])} | {_f(r['val_iou'])} | {_f(r['val_niou'])} | "
-            f"{_f(r['val_pd'])} | {_f(r['val_fa'], 2, 1e6)} |"
-            for r in val_rows
-        ]
-        lines.append("")
-    if str(extra.get("dataset", "")).startswith("NUAA-SIRST"):
-        lines += ["### Distance to the targets and the paper", ""]
-        if test is not None:
-            lines.append(_distance(test, f"the {test['facts']['split']} split"))
-        else:
-            lines.append(_distance(val, "the validation split (the targets are for test, "
-                                        "which is not evaluated yet)"))  # fmt: skip
-        lines.append("")
-    return lines
-
-
-def render_card(weights_root: Path) -> str:
-    """weights/README.md text: an introduction and one section per weights folder."""
-    from istd.models.hub import DEFAULT_WEIGHTS
-
-    folders = sorted(
-        p for p in weights_root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()
-    )  # fmt: skip
-    lines = [
-        "# Shipped weights", "",
-        "Generated by `python tools/release_weights.py` from the files in each folder; do not "
-        "edit by hand. Weights are `model.safetensors` plus `config.json` (architecture, "
-        "normalisation statistics of the training split, and under `extra` the validation "
-        "metrics, split hashes and training config); nothing is pickled. Each folder also holds "
-        "the run's `log.csv`, `train_config.yaml` and `release.json`. Load with "
-        f"`istd.from_pretrained(\"<name>\")` or `--weights <name>`; `istd predict` and `istd eval` "
-        f"use `{DEFAULT_WEIGHTS}` when no weights are named.", "",
-        "Issue targets on the NUAA-SIRST test split at threshold 0.5: IoU >= 0.75, Pd >= 0.97, "
-        "Fa <= 1e-5. Fa is printed x 1e-6.", "",
-    ]  # fmt: skip
-    for folder in folders:
-        lines += _section(folder)
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def write_card(weights_root: str | Path | None = None) -> Path:
-    """Rewrite `weights_root/README.md` from every weights folder in it, atomically."""
-    root = Path(weights_root) if weights_root else REPO / "weights"
-    path = write_atomic(root / "README.md", render_card(root), overwrite=True)
-    path.chmod(0o644)
-    return path
 
 
 def _parse_cross(items: list[str]) -> dict[str, str]:
