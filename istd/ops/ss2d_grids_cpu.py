@@ -30,6 +30,8 @@ from istd.ops.scan_cpu import _exp, _softplus
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 MAX_TOKENS = 64  # grids up to this size take the fused kernel; larger ones are not "small"
+MIN_GRIDS = 16  # fewer grids would leave threads idle (one grid per thread at a time)
+MAX_DIM = 32  # token dims beyond: wide projections that torch's GEMMs do better
 
 
 @njit(inline="always", fastmath=True, cache=True)

@@ -24,7 +24,7 @@ def _perturbed(dim: int, scan: str, seed: int) -> SS2D:
 @pytest.mark.parametrize("scan", ["cross", "bidirectional", "local"])
 @pytest.mark.parametrize(
     ("dim", "grids", "H", "W"),
-    [(4, 37, 4, 4), (5, 6, 3, 5), (8, 3, 1, 1), (32, 2, 8, 8), (7, 1, 2, 9)],
+    [(4, 37, 4, 4), (5, 16, 3, 5), (8, 17, 1, 1), (32, 16, 8, 8), (7, 20, 2, 9)],
 )
 def test_fused_matches_op_by_op(scan: str, dim: int, grids: int, H: int, W: int) -> None:
     block = _perturbed(dim, scan, seed=dim * H * W)
@@ -46,11 +46,13 @@ def test_fused_is_deterministic() -> None:
 
 def test_fused_path_not_taken_where_it_does_not_apply() -> None:
     block = _perturbed(8, "cross", seed=2)
-    words = torch.randn(4, 4, 4, 8)
+    words = torch.randn(16, 4, 4, 8)
     assert not block._fused_grids(words)  # grad mode with trainable parameters: autograd path
     with torch.no_grad():
         assert block._fused_grids(words)
-        assert not block._fused_grids(torch.randn(1, 16, 16, 8))  # a large grid
+        assert not block._fused_grids(torch.randn(16, 16, 16, 8))  # large grids
+        assert not block._fused_grids(words[:2])  # too few grids to share out
+        assert not _perturbed(64, "cross", seed=5)._fused_grids(torch.randn(16, 4, 4, 64))
         assert not block._fused_grids(words.double())
         assert not _perturbed(8, "grouped", seed=3)._fused_grids(words)
         assert not SS2D(8, backend="reference")._fused_grids(words)

@@ -26,7 +26,7 @@ from istd.ops._availability import HAS_NUMBA as _HAS_NUMBA
 
 if _HAS_NUMBA:
     from istd.ops.scan_gather_cpu import scan_gather_cpu, scan_merge_cpu
-    from istd.ops.ss2d_grids_cpu import MAX_TOKENS, ss2d_grids_cpu
+    from istd.ops.ss2d_grids_cpu import MAX_DIM, MAX_TOKENS, MIN_GRIDS, ss2d_grids_cpu
 
 
 class ChannelAffinity(nn.Module):
@@ -137,12 +137,16 @@ class SS2D(nn.Module):
         return self._forward(x)
 
     def _fused_grids(self, x: Tensor) -> bool:
-        """Whether the fused small-grid kernel serves this call: inference on the CPU, small
-        grids (the words of every sentence), an order whose directions read all channels."""
-        _, H, W, _ = x.shape
+        """Whether the fused small-grid kernel serves this call: inference on the CPU, many
+        small, narrow grids (the words of every sentence), an order whose directions read all
+        channels. The kernel runs one grid per thread at a time: a few wide grids (the deepest
+        sentence maps of a small image) go faster through torch's threaded GEMMs."""
+        Bt, H, W, _ = x.shape
         return (
             _HAS_NUMBA
             and H * W <= MAX_TOKENS
+            and Bt >= MIN_GRIDS
+            and self.dim <= MAX_DIM
             and self.backend in ("auto", "cpu")
             and x.device.type == "cpu"
             and x.dtype == torch.float32
