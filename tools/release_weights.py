@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from istd._atomic import replace_dir_atomic, write_atomic
+from istd.engine.evaluate import sha256_file
 from istd.errors import ConfigError, IstdError, WeightsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
@@ -62,17 +63,6 @@ RUN_FILES = (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 __all__ = ["hardware", "read_log", "release", "render_card", "train_command", "write_card"]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file (the same digest `istd eval` records as facts.weights_sha256)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hardware() -> dict[str, Any]:

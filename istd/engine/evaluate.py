@@ -153,7 +153,8 @@ class _WorstImages:
         return [e[2] for e in sorted(self._heap, reverse=True)]
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file (recorded as facts.weights_sha256; the release tool reuses it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -187,7 +188,7 @@ def _model_facts(source: str, model: nn.Module) -> dict[str, Any]:
     weights = folder / WEIGHTS_FILE
     facts: dict[str, Any] = {"source": source, "model": getattr(model, "model_name", source)}
     if getattr(model, "requires_weights", True) and weights.is_file():
-        facts.update(weights=str(weights), weights_sha256=_sha256_file(weights))
+        facts.update(weights=str(weights), weights_sha256=sha256_file(weights))
     else:
         facts.update(weights=None, weights_sha256=None)  # a weight-free detector
     facts["parameters"] = int(sum(p.numel() for p in model.parameters()))
