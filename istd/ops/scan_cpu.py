@@ -434,6 +434,24 @@ class _SelectiveScanCPU(torch.autograd.Function):
         return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
 
 
+def step_sizes_cpu(delta: Tensor, bias: Tensor | None, softplus: bool) -> Tensor:
+    """softplus(delta + bias) (or without softplus) in one pass, no autograd.
+
+    Args:
+        delta: (..., dim, L) CPU tensor. bias: (dim,) or None. softplus: apply softplus.
+
+    Returns:
+        float32 tensor of delta's shape.
+    """
+    dim, L = delta.shape[-2], delta.shape[-1]
+    bias = bias.float() if bias is not None else delta.new_zeros(dim, dtype=torch.float32)
+    steps = torch.empty(delta.shape)
+    _step_sizes_kernel(
+        _np(delta).reshape(-1, L), _np(bias), softplus, steps.numpy().reshape(-1, L)
+    )  # fmt: skip
+    return steps
+
+
 def selective_scan_cpu(
     u: Tensor,
     delta: Tensor,
@@ -462,13 +480,7 @@ def selective_scan_cpu(
         if delta_softplus:
             dt = F.softplus(dt)
     elif delta_bias is not None or delta_softplus:
-        bias = delta_bias.float() if delta_bias is not None else dt.new_zeros(dim)
-        steps = torch.empty(dt.shape)
-        _step_sizes_kernel(
-            _np(dt).reshape(-1, dt.shape[-1]), _np(bias), delta_softplus,
-            steps.numpy().reshape(-1, dt.shape[-1]),
-        )  # fmt: skip
-        dt = steps
+        dt = step_sizes_cpu(dt, delta_bias, delta_softplus)
     B4 = B.float() if B.dim() == 4 else B.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
     C4 = C.float() if C.dim() == 4 else C.float().unsqueeze(1)  # (B, N, L) -> (B, 1, N, L)
     if B4.shape[1] != C4.shape[1]:  # the kernel indexes both by one group id

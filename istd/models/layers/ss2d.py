@@ -25,7 +25,8 @@ from istd.ops import ScanOrder, build_scan_order, selective_scan
 from istd.ops._availability import HAS_NUMBA as _HAS_NUMBA
 
 if _HAS_NUMBA:
-    from istd.ops.scan_gather_cpu import scan_gather_cpu, scan_merge_cpu
+    from istd.ops.scan_cpu import step_sizes_cpu
+    from istd.ops.scan_grid_cpu import scan_grid_cpu
     from istd.ops.ss2d_grids_cpu import MAX_DIM, MAX_TOKENS, MIN_GRIDS, ss2d_grids_cpu
 
 
@@ -136,26 +137,32 @@ class SS2D(nn.Module):
             return torch.cat([self._forward(c) for c in x.split(step)])
         return self._forward(x)
 
-    def _fused_grids(self, x: Tensor) -> bool:
-        """Whether the fused small-grid kernel serves this call: inference on the CPU, many
-        small, narrow grids (the words of every sentence), an order whose directions read all
-        channels. The kernel runs one grid per thread at a time: a few wide grids (the deepest
-        sentence maps of a small image) go faster through torch's threaded GEMMs."""
-        Bt, H, W, _ = x.shape
+    def _cpu_inference(self, x: Tensor) -> bool:
+        """Whether the Numba inference kernels serve this call: CPU, float32, no autograd."""
         return (
             _HAS_NUMBA
-            and H * W <= MAX_TOKENS
-            and Bt >= MIN_GRIDS
-            and self.dim <= MAX_DIM
             and self.backend in ("auto", "cpu")
             and x.device.type == "cpu"
             and x.dtype == torch.float32
-            and self.affinity is None
-            and not self._order(H, W).grouped
             and not (
                 torch.is_grad_enabled()
                 and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
             )
+        )
+
+    def _fused_grids(self, x: Tensor) -> bool:
+        """Whether the fused small-grid kernel serves this call: many small, narrow grids (the
+        words of every sentence), an order whose directions read all channels. The kernel runs
+        one grid per thread at a time: a few wide grids (the deepest sentence maps of a small
+        image) go faster through torch's threaded GEMMs."""
+        Bt, H, W, _ = x.shape
+        return (
+            H * W <= MAX_TOKENS
+            and Bt >= MIN_GRIDS
+            and self.dim <= MAX_DIM
+            and self.affinity is None
+            and not self._order(H, W).grouped
+            and self._cpu_inference(x)
         )
 
     @torch.profiler.record_function("ss2d_grids_cpu")
@@ -186,29 +193,15 @@ class SS2D(nn.Module):
         x = F.linear(x, w_in[:Di])  # (B, H, W, 2d)
         x = F.silu(self.conv(x.permute(0, 3, 1, 2)))  # (B, 2d, H, W) in channels_last memory
         order = self._order(H, W)
-        # At inference on the CPU, Numba kernels move tokens straight between the channels-last
-        # map and the scan orders (one pass each way, no channel-major copy): ~14 % less CPU
-        # time at 512^2. In training they measured slower than torch's gather + scatter_add
-        # (fwd+bwd, batch 8 at 256^2), so autograd keeps the torch path.
-        fast = (
-            _HAS_NUMBA
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and not (torch.is_grad_enabled() and x.requires_grad)
+        if self._cpu_inference(x):  # scan straight over the grid, no gather or merge
+            return self._finish(self._scan_grid(x, order), z)
+        # Every direction's input in its scan order, one gather: (B, K, C', L).
+        index = order.index.to(x.device).view(1, K, 1, L)  # (1, K, 1, L)
+        u_src = x.reshape(Bt, Di, L)  # (B, 2d, L) channel-major (one copy)
+        u_src = (
+            u_src.view(Bt, K, Cd, L) if order.grouped else u_src.unsqueeze(1).expand(Bt, K, Di, L)
         )
-        if fast:
-            x_cl = x.permute(0, 2, 3, 1).reshape(Bt, L, Di)  # (B, L, 2d), a view if channels_last
-            u = scan_gather_cpu(x_cl, order.index, order.inverse, order.grouped)  # (B,K,C',L)
-        else:
-            # Every direction's input in its scan order, one gather: (B, K, C', L).
-            index = order.index.to(x.device).view(1, K, 1, L)  # (1, K, 1, L)
-            u_src = x.reshape(Bt, Di, L)  # (B, 2d, L) channel-major (one copy)
-            u_src = (
-                u_src.view(Bt, K, Cd, L)
-                if order.grouped
-                else u_src.unsqueeze(1).expand(Bt, K, Di, L)
-            )
-            u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
+        u = torch.gather(u_src, 3, index.expand(Bt, K, Cd, L))  # (B, K, C', L)
         # Per-direction projections; einsum picks the GEMM layout (few big or many small).
         # Three products instead of one split: B and C come out as transposed views of
         # contiguous (B, K, L, N) tensors, the layout the CPU scan reads without a copy.
@@ -228,20 +221,37 @@ class SS2D(nn.Module):
             delta_softplus=True,
             backend=self.backend,
         )  # (B, K*C', L) float32
-        if fast:
-            y = scan_merge_cpu(y.view(Bt, K, Cd, L), order.index, order.inverse, order.grouped)
-            y = y.view(Bt, H, W, Di)  # (B, L, 2d) -> (B, H, W, 2d)
-            if self.affinity is not None:
-                y = self.affinity(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-            y = self.out_norm(y) * F.silu(z)  # (B, H, W, 2d)
-            return self.out_proj(y)  # (B, H, W, d)
         inverse = order.inverse.to(x.device).view(1, K, 1, L)
         y = torch.gather(
             y.view(Bt, K, Cd, L).to(x.dtype), 3, inverse.expand(Bt, K, Cd, L)
         )  # grid order
         y = y.reshape(Bt, Di, L) if order.grouped else y.sum(1)  # (B, 2d, L)
-        y = y.view(Bt, Di, H, W)
+        return self._finish(y.view(Bt, Di, H, W).permute(0, 2, 3, 1), z)
+
+    def _finish(self, y: Tensor, z: Tensor) -> Tensor:
+        """Merged scan output (B, H, W, 2d) -> channel affinity (grouped), norm, gate, out_proj."""
         if self.affinity is not None:
-            y = self.affinity(y)
-        y = self.out_norm(y.permute(0, 2, 3, 1)) * F.silu(z)  # (B, H, W, 2d)
+            y = self.affinity(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = self.out_norm(y) * F.silu(z)  # (B, H, W, 2d)
         return self.out_proj(y)  # (B, H, W, d)
+
+    def _scan_grid(self, x: Tensor, order: ScanOrder) -> Tensor:
+        """Scan every direction over the grid of x (B, 2d, H, W), channels_last memory;
+        returns the merged output (B, H, W, 2d). Projections are computed in grid order."""
+        Bt, Di, H, W = x.shape
+        L, K, Cd, N, R = H * W, self.K, self.d_dir, self.d_state, self.dt_rank
+        x_cl = x.permute(0, 2, 3, 1).reshape(Bt, L, Di)  # a view for channels_last memory
+        w = self.x_proj_weight  # (K, R+2N, C')
+        if order.grouped:  # direction k projects its own channel group
+            src, spec = x_cl.view(Bt, L, K, Cd), "blkc"
+        else:
+            src, spec = x_cl, "blc"
+        dts = torch.einsum(f"kec,{spec}->bkel", w[:, :R], src)  # (B, K, R, L)
+        Bs = torch.einsum(f"kec,{spec}->bkle", w[:, R : R + N], src).contiguous()  # (B,K,L,N)
+        Cs = torch.einsum(f"kec,{spec}->bkle", w[:, R + N :], src).contiguous()  # (B,K,L,N)
+        dt = torch.einsum("kcr,bkrl->bkcl", self.dt_proj_weight, dts)  # (B, K, C', L)
+        dt = step_sizes_cpu(dt, self.dt_proj_bias.view(-1), softplus=True)
+        y = scan_grid_cpu(
+            x_cl, dt, Bs, Cs, -torch.exp(self.A_log), self.D, order.index, order.grouped
+        )  # (B, L, 2d)
+        return y.view(Bt, H, W, Di)

@@ -1,0 +1,127 @@
+"""Selective scan over a token grid in every scan direction at once, read and written through
+the scan orders' index table (CPU, float32, inference).
+
+SS2D scans its token map in K directions and sums the directions' outputs back on the grid.
+Done with the sequence scan, the tokens are first copied into every direction's order
+(a gather into a (B, K, C', L) tensor) and the outputs copied back and summed (a merge):
+two passes over K times the map, about as long as the scan itself on the sentence grids. This
+kernel instead reads each step's token through ``index[k, t]`` straight from the
+channels-last map, with dt, B and C computed in grid order (a token's projections do not
+depend on when a scan reaches it), and adds each direction's output into the grid
+(``istd.ops.ScanOrder`` defines the orders; `istd.ops.scan_reference` is the oracle).
+
+Each work item owns four channels of one batch entry and runs all K directions for them,
+so every output element has one writer and directions are summed in order 0..K-1 (results do
+not depend on the thread count). No autograd: training gathers and scans with the
+differentiable ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+from istd.ops._threads import sync_numba_threads
+from istd.ops.scan_cpu import _exp
+
+_ZERO = np.float32(0.0)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _scan_grid_kernel(x, dt, Bm, Cm, A, Dv, index, grouped, out):
+    """x, out: (Bt, L, Di) channels-last tokens; dt: (Bt, K, C', L) step sizes in grid order;
+    Bm, Cm: (Bt, K, L, N) in grid order; A: (K * C', N); Dv: (K * C',); index: (K, L).
+
+    Direction k reads channels k * C' .. when ``grouped`` (C' = Di / K), else all Di.
+    Four channels run per loop body (independent chains, as in `istd.ops.scan_cpu`); a short
+    last group repeats its last channel and writes it once.
+    """
+    Bt, L, Di = x.shape
+    K, Cd = dt.shape[1], dt.shape[2]
+    N = A.shape[1]
+    n_quads = (Cd + 3) // 4
+    h = np.empty((Bt * n_quads, 4, N), np.float32)  # one state block per work item
+    for item in prange(Bt * n_quads):
+        b = item // n_quads
+        c0 = (item % n_quads) * 4
+        c1, c2, c3 = min(c0 + 1, Cd - 1), min(c0 + 2, Cd - 1), min(c0 + 3, Cd - 1)
+        hs = h[item]
+        for k in range(K):
+            ch = k * Cd if grouped else 0  # channel offset of direction k in x and out
+            first = grouped or k == 0  # the first write to these output channels
+            p0, p1, p2, p3 = k * Cd + c0, k * Cd + c1, k * Cd + c2, k * Cd + c3  # A, D rows
+            for i in range(4):
+                for n in range(N):
+                    hs[i, n] = _ZERO
+            for step in range(L):
+                t = index[k, step]
+                dt0, dt1, dt2, dt3 = (
+                    dt[b, k, c0, t],
+                    dt[b, k, c1, t],
+                    dt[b, k, c2, t],
+                    dt[b, k, c3, t],
+                )
+                x0, x1, x2, x3 = (
+                    x[b, t, ch + c0],
+                    x[b, t, ch + c1],
+                    x[b, t, ch + c2],
+                    x[b, t, ch + c3],
+                )
+                dx0, dx1, dx2, dx3 = dt0 * x0, dt1 * x1, dt2 * x2, dt3 * x3
+                for n in range(N):
+                    bn = Bm[b, k, t, n]
+                    hs[0, n] = _exp(dt0 * A[p0, n]) * hs[0, n] + dx0 * bn
+                    hs[1, n] = _exp(dt1 * A[p1, n]) * hs[1, n] + dx1 * bn
+                    hs[2, n] = _exp(dt2 * A[p2, n]) * hs[2, n] + dx2 * bn
+                    hs[3, n] = _exp(dt3 * A[p3, n]) * hs[3, n] + dx3 * bn
+                y0, y1, y2, y3 = Dv[p0] * x0, Dv[p1] * x1, Dv[p2] * x2, Dv[p3] * x3
+                for n in range(N):
+                    cn = Cm[b, k, t, n]
+                    y0 += hs[0, n] * cn
+                    y1 += hs[1, n] * cn
+                    y2 += hs[2, n] * cn
+                    y3 += hs[3, n] * cn
+                if not first:
+                    y0 += out[b, t, ch + c0]
+                    y1 += out[b, t, ch + c1]
+                    y2 += out[b, t, ch + c2]
+                    y3 += out[b, t, ch + c3]
+                out[b, t, ch + c0] = y0
+                if c0 + 1 < Cd:
+                    out[b, t, ch + c1] = y1
+                if c0 + 2 < Cd:
+                    out[b, t, ch + c2] = y2
+                if c0 + 3 < Cd:
+                    out[b, t, ch + c3] = y3
+
+
+def scan_grid_cpu(
+    x: Tensor, dt: Tensor, B: Tensor, C: Tensor, A: Tensor, D: Tensor, index: Tensor, grouped: bool
+) -> Tensor:
+    """Every direction's selective scan over a token grid, summed on the grid (no autograd).
+
+    Args:
+        x: (Bt, L, Di) float32 CPU tokens, L = H * W in row-major order.
+        dt: (Bt, K, C', L) step sizes (bias and softplus applied), in grid order.
+        B, C: (Bt, K, L, N) in grid order.
+        A: (K * C', N), negative. D: (K * C',) skip weights.
+        index: (K, L) scan orders: direction k reads grid position ``index[k, t]`` at step t.
+        grouped: direction k takes channel group k (C' = Di / K) instead of all Di channels.
+
+    Returns:
+        (Bt, L, Di) float32: the directions' outputs summed (or side by side when grouped).
+    """
+    Bt, L, Di = x.shape
+
+    def arr(t: Tensor) -> np.ndarray:
+        return np.ascontiguousarray(t.detach().float().numpy())
+
+    out = torch.empty(Bt, L, Di)
+    sync_numba_threads()
+    _scan_grid_kernel(
+        arr(x), arr(dt), arr(B), arr(C), arr(A), arr(D),
+        np.ascontiguousarray(index.cpu().numpy(), dtype=np.int64), grouped, out.numpy(),
+    )  # fmt: skip
+    return out
