@@ -39,7 +39,9 @@ def _silu(x):
     return x / (_ONE + _exp(-x))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# error_model="numpy": no zero test on float divisions (SiLU, softplus), which would keep
+# LLVM from vectorising them
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
 def _ss2d_grids_kernel(
     x, w_in, conv_w, conv_b, w_dtr, w_bc, w_dt, b_dt, A, Dv, ln_w, ln_b, ln_eps, w_out,
     index, out, n_blocks,
