@@ -3,7 +3,7 @@
 Single image, batch 1, eval mode under `torch.inference_mode`, `--threads` CPU threads (2, the
 project's machines), random weights (the cost does not depend on them). Every (backend, size)
 runs in a fresh subprocess, so its peak RSS (`ru_maxrss`) is that forward's alone, not left over
-from a bigger size; one warm-up forward (which also loads the compiled scan kernels) precedes
+from a bigger size; `--warmup` forwards (the first also loads the compiled kernels) precede
 `--runs` timed forwards.
 
 The `reference` scan loops over the sequence in Python and takes minutes on large grids; it is
@@ -12,7 +12,7 @@ only run up to `--reference-max` (256 by default) and the table says where it wa
 
 Usage:
     python tools/bench_model.py [--model mim-istd] [--sizes 256,512,1024,2048]
-                                [--backends reference,cpu] [--threads 2] [--runs 3]
+                                [--backends reference,cpu] [--threads 2] [--runs 3] [--warmup 1]
                                 [--reference-max 256] [--json FILE]
 """
 
@@ -46,7 +46,8 @@ def _child(args: argparse.Namespace) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
     with torch.inference_mode():
-        model(x)  # warm-up: kernel loading, allocator growth
+        for _ in range(args.warmup):  # kernel loading, allocator growth
+            model(x)
         for _ in range(args.runs):
             start = time.perf_counter()
             model(x)
@@ -79,6 +80,8 @@ def _run(args: argparse.Namespace, backend: str, size: int) -> dict:
         str(args.threads),
         "--runs",
         str(args.runs),
+        "--warmup",
+        str(args.warmup),
     ]
     try:
         done = subprocess.run(
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--backends", default=None, help="default: every backend usable here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first")
     parser.add_argument("--reference-max", type=int, default=256)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per (backend, size)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
