@@ -8,10 +8,10 @@ through the whole block while it sits in L1: in_proj, 3 x 3 depthwise conv + SiL
 per-direction x_proj / dt_proj + softplus, the selective scan in every direction with the D
 skip, the sum over directions, LayerNorm, the ``silu(z)`` gate and out_proj.
 
-The scan here runs across channels (vector lanes = channels, the N states as independent
-chains), as the grid's tensors are channels-last; the long scans of `istd.ops.scan_cpu` run
-across states instead. No autograd: training uses the op-by-op path, whose result this kernel
-must match (it is the oracle in the tests).
+As in `istd.ops.scan_cpu`, the scan's vector lanes are the N states, four channels per loop
+body; loops over the grids' few channels would run in LLVM's scalar remainder loop. No
+autograd: training uses the op-by-op path, whose result this kernel must match (it is the
+oracle in the tests).
 
 Supported: orders whose directions all read every channel (``cross``, ``bidirectional``,
 ``local``); ``grouped`` and its channel-affinity rescaling stay on the op-by-op path.
