@@ -59,6 +59,21 @@ ModelOption = Annotated[
 ThresholdOption = Annotated[
     float, typer.Option("--threshold", help="Probability above which a pixel is target.")
 ]
+FIRST_RUN_NOTE = (
+    "[dim]First MiM-ISTD run on this machine: compiling the CPU kernels (about 20 s, once; "
+    "cached on disk).[/]"
+)
+
+
+def compiles_first(sources: list[str], device: str) -> bool:
+    """Whether a run of these models (names or weights folders) on ``device`` starts by
+    compiling the Numba CPU kernels, so that the command can say so before it looks stalled."""
+    from istd.ops import cpu_kernels_cached
+
+    mim = any("mim-istd" in str(s) for s in sources)
+    return mim and not device.startswith("cuda") and not cpu_kernels_cached()
+
+
 DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
 BatchOption = Annotated[int, typer.Option("--batch", help="Frames per forward pass.")]
 

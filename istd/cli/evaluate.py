@@ -10,11 +10,13 @@ import typer
 from rich.table import Table
 
 from istd.cli._options import (
+    FIRST_RUN_NOTE,
     DeviceOption,
     ModelOption,
     ThresholdOption,
     WeightsOption,
     cli_errors,
+    compiles_first,
     console,
     err_console,
     json_file_option,
@@ -107,6 +109,8 @@ def eval_command(
     if compare:
         sources += [s.strip() for s in compare.split(",") if s.strip()]
     with progress_bar() as progress:
+        if compiles_first(sources, device):
+            progress.console.print(FIRST_RUN_NOTE, highlight=False)
         tasks: dict[str, Any] = {}
 
         def on_progress(label: str, done: int, total: int) -> None:

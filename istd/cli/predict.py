@@ -11,12 +11,14 @@ from rich.progress import Progress, TextColumn
 from rich.table import Table
 
 from istd.cli._options import (
+    FIRST_RUN_NOTE,
     BatchOption,
     DeviceOption,
     ModelOption,
     ThresholdOption,
     WeightsOption,
     cli_errors,
+    compiles_first,
     console,
     json_file_option,
     key_value_table,
@@ -83,6 +85,7 @@ def predict(
 ) -> None:
     """Segment infrared images and videos: masks, detections.csv, overlays and summary.json."""
     from istd.engine.predict_run import PredictOptions, predict_paths
+    from istd.models import DEFAULT_WEIGHTS
 
     options = PredictOptions(
         save_prob=save_prob, overlay=overlay, track=track, resume=resume, overwrite=overwrite
@@ -97,6 +100,8 @@ def predict(
 
         def on_start(items: list) -> None:
             progress.update(task, total=len(items), visible=True)
+            if compiles_first([model or DEFAULT_WEIGHTS], device):
+                progress.console.print(FIRST_RUN_NOTE, highlight=False)
 
         def on_input(item: object) -> None:
             # The bar counts inputs started; the last one is completed when the run returns.

@@ -1,6 +1,6 @@
 """Parameter-free tensor kernels: the selective scan (Mamba S6) and 2-D scan orders."""
 
-from istd.ops._availability import available_backends
+from istd.ops._availability import available_backends, cpu_kernels_cached
 from istd.ops._shapes import ShapeError
 from istd.ops.scan_orders import SCAN_KINDS, ScanOrder, build_scan_order
 from istd.ops.scan_reference import selective_scan_ref
@@ -12,6 +12,7 @@ __all__ = [
     "ScanOrder",
     "ShapeError",
     "available_backends",
+    "cpu_kernels_cached",
     "build_scan_order",
     "selective_scan",
     "selective_scan_ref",

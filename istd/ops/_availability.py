@@ -45,3 +45,27 @@ def available_backends() -> list[str]:
     if HAS_TRITON and (torch.cuda.is_available() or triton_interpreter()):
         names.append("triton")
     return names
+
+
+def cpu_kernels_cached() -> bool:
+    """Whether the Numba kernels a MiM-ISTD forward runs on the CPU are in the on-disk cache.
+
+    False means the next forward compiles them first (about 20 s, once per machine), which a
+    command should say before it looks stalled. Reads where Numba keeps each kernel's cache
+    index, an internal detail: on any surprise the answer is True (no note rather than a
+    wrong one).
+    """
+    if not HAS_NUMBA:
+        return True
+    try:
+        from istd.ops import scan_cpu, scan_grid_cpu, ss2d_grids_cpu
+
+        kernels = (
+            scan_cpu._scan_fwd_kernel,
+            scan_cpu._step_sizes_kernel,
+            scan_grid_cpu._scan_grid_kernel,
+            ss2d_grids_cpu._ss2d_grids_kernel,
+        )
+        return all(os.path.exists(k._cache._cache_file._index_path) for k in kernels)
+    except Exception:  # noqa: BLE001 (numba internals moved: do not guess)
+        return True

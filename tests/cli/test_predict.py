@@ -207,3 +207,19 @@ def test_out_inside_input_folder_is_not_read_back(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == 3 and summary["skipped"] == 3
+
+
+def test_first_run_compile_is_announced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import istd.ops
+
+    src = _images(tmp_path / "in")
+    weights = save_pretrained(build_model("mim-istd-test"), tmp_path / "w")
+    monkeypatch.setattr(istd.ops, "cpu_kernels_cached", lambda: False)
+    args = ["predict", str(src), "--weights", str(weights)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "compiling the CPU kernels" in result.output
+    tophat = runner.invoke(
+        app, ["predict", str(src), "--model", "tophat", "--out", str(tmp_path / "b")]
+    )
+    assert tophat.exit_code == 0 and "compiling" not in tophat.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -155,3 +156,12 @@ def test_first_kernel_call_keeps_torch_thread_count() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_kernel_cache_check_sees_an_empty_cache(tmp_path) -> None:
+    # a fresh NUMBA_CACHE_DIR holds no compiled kernels: the first forward would compile
+    code = "import istd.ops as o; print(o.cpu_kernels_cached())"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
