@@ -58,11 +58,10 @@ def cpu_kernels_cached() -> bool:
     if not HAS_NUMBA:
         return True
     try:
-        from istd.ops import scan_cpu, scan_grid_cpu, ss2d_grids_cpu
+        from istd.ops import scan_grid_cpu, ss2d_grids_cpu
 
-        kernels = (
-            scan_cpu._scan_fwd_kernel,
-            scan_cpu._step_sizes_kernel,
+        kernels = (  # the ones MiM-ISTD's inference runs
+            scan_grid_cpu._step_sizes_kernel,
             scan_grid_cpu._scan_grid_kernel,
             ss2d_grids_cpu._ss2d_grids_kernel,
         )

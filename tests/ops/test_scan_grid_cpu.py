@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from istd.ops import available_backends, build_scan_order, selective_scan_ref
 
@@ -32,9 +33,13 @@ def test_matches_gather_reference_scan_and_merge(kind: str, Bt: int, Di: int, H:
     order = build_scan_order(kind, H, W, 2)
     K, L, N = order.num_directions, H * W, 16
     Cd = Di // K if order.grouped else Di  # 6 and 3 (grouped 12): not multiples of 4
+    R = 3  # dt rank
     x = torch.randn(Bt, Di, H, W)
-    dt = torch.rand(Bt, K, Cd, L) * 0.2 + 1e-3  # step sizes in grid order
+    dts = torch.randn(Bt, L, K, R)  # x_proj's dt-rank outputs, grid order
+    dt_weight, dt_bias = torch.randn(K, Cd, R) * 0.3, torch.randn(K, Cd) - 2
+    dt = F.softplus(torch.einsum("blkr,kcr->bkcl", dts, dt_weight) + dt_bias[None, :, :, None])
     Bs, Cs = torch.randn(Bt, K, L, N), torch.randn(Bt, K, L, N)  # grid order
+    proj = torch.cat([dts, Bs.transpose(1, 2), Cs.transpose(1, 2)], dim=3)  # (Bt, L, K, R + 2N)
     A = -torch.exp(torch.rand(K * Cd, N) * 2)
     D = torch.randn(K * Cd)
 
@@ -49,7 +54,14 @@ def test_matches_gather_reference_scan_and_merge(kind: str, Bt: int, Di: int, H:
     )
     want = order.merge(y.view(Bt, K, Cd, L)).float()  # (Bt, Di, H, W)
     got = scan_grid_cpu(
-        x.permute(0, 2, 3, 1).reshape(Bt, L, Di), dt, Bs, Cs, A, D, order.index, order.grouped
+        x.permute(0, 2, 3, 1).reshape(Bt, L, Di),
+        proj,
+        dt_weight,
+        dt_bias,
+        A,
+        D,
+        order.index,
+        order.grouped,
     )
     torch.testing.assert_close(
         got, want.permute(0, 2, 3, 1).reshape(Bt, L, Di), rtol=1e-4, atol=1e-4

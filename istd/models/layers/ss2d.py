@@ -25,7 +25,6 @@ from istd.ops import ScanOrder, build_scan_order, selective_scan
 from istd.ops._availability import HAS_NUMBA as _HAS_NUMBA
 
 if _HAS_NUMBA:
-    from istd.ops.scan_cpu import step_sizes_cpu
     from istd.ops.scan_grid_cpu import scan_grid_cpu
     from istd.ops.ss2d_grids_cpu import MAX_DIM, MAX_TOKENS, MIN_GRIDS, ss2d_grids_cpu
 
@@ -239,19 +238,22 @@ class SS2D(nn.Module):
         """Scan every direction over the grid of x (B, 2d, H, W), channels_last memory;
         returns the merged output (B, H, W, 2d). Projections are computed in grid order."""
         Bt, Di, H, W = x.shape
-        L, K, Cd, N, R = H * W, self.K, self.d_dir, self.d_state, self.dt_rank
+        L, K, Cd = H * W, self.K, self.d_dir
         x_cl = x.permute(0, 2, 3, 1).reshape(Bt, L, Di)  # a view for channels_last memory
-        w = self.x_proj_weight  # (K, R+2N, C')
+        w = self.x_proj_weight  # (K, E, C'), E = R + 2N
+        E = w.shape[1]
         if order.grouped:  # direction k projects its own channel group
-            src, spec = x_cl.view(Bt, L, K, Cd), "blkc"
-        else:
-            src, spec = x_cl, "blc"
-        dts = torch.einsum(f"kec,{spec}->bkel", w[:, :R], src)  # (B, K, R, L)
-        Bs = torch.einsum(f"kec,{spec}->bkle", w[:, R : R + N], src).contiguous()  # (B,K,L,N)
-        Cs = torch.einsum(f"kec,{spec}->bkle", w[:, R + N :], src).contiguous()  # (B,K,L,N)
-        dt = torch.einsum("kcr,bkrl->bkcl", self.dt_proj_weight, dts)  # (B, K, C', L)
-        dt = step_sizes_cpu(dt, self.dt_proj_bias.view(-1), softplus=True)
+            proj = torch.einsum("blkc,kec->blke", x_cl.view(Bt, L, K, Cd), w).contiguous()
+        else:  # every direction's projection of every token in one GEMM
+            proj = F.linear(x_cl, w.reshape(K * E, Cd)).view(Bt, L, K, E)
         y = scan_grid_cpu(
-            x_cl, dt, Bs, Cs, -torch.exp(self.A_log), self.D, order.index, order.grouped
+            x_cl,
+            proj,
+            self.dt_proj_weight,
+            self.dt_proj_bias,
+            -torch.exp(self.A_log),
+            self.D,
+            order.index,
+            order.grouped,
         )  # (B, L, 2d)
         return y.view(Bt, H, W, Di)
