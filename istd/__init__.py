@@ -19,6 +19,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # LLVM -O2 instead of Numba's default -O3 for the scan kernels compiled on first use: about 2 s
 # less of the first call's ~11 s, with no measurable change in kernel speed (tools/bench_scan.py).
 os.environ.setdefault("NUMBA_OPT", "2")
+if os.environ.get("ISTD_KEEP_MALLOC") != "1":  # reuse freed activation buffers (see _malloc)
+    from istd._malloc import keep_freed_memory
+
+    keep_freed_memory()
 
 __version__ = "0.1.0"
 
