@@ -61,7 +61,7 @@ def cpu_kernels_cached() -> bool:
         from istd.ops import scan_grid_cpu, ss2d_grids_cpu
 
         kernels = (  # the ones MiM-ISTD's inference runs
-            scan_grid_cpu._step_sizes_kernel,
+            scan_grid_cpu._dt_proj_softplus_kernel,
             scan_grid_cpu._scan_grid_kernel,
             ss2d_grids_cpu._ss2d_grids_kernel,
         )

@@ -33,7 +33,7 @@ _ZERO = np.float32(0.0)
 # error_model="numpy": no zero test in softplus's division, which would keep LLVM from
 # vectorising it
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def _step_sizes_kernel(dts, w_dt, b_dt, out):
+def _dt_proj_softplus_kernel(dts, w_dt, b_dt, out):
     """out[b, k, c, t] = softplus(b_dt[k, c] + sum_r w_dt[k, c, r] dts[b, k, r, t]).
 
     dts: (Bt, K, R, L) the dt-rank part of x_proj; w_dt: (K, C', R); b_dt: (K, C');
@@ -162,7 +162,7 @@ def scan_grid_cpu(
     dt = np.empty((Bt, K, Cd, L), np.float32)
     out = torch.empty(Bt, L, Di)
     sync_numba_threads()
-    _step_sizes_kernel(
+    _dt_proj_softplus_kernel(
         arr(by_direction[..., :R].transpose(2, 3)),  # (Bt, K, R, L)
         arr(dt_weight),
         arr(dt_bias.reshape(K, Cd)),
