@@ -141,8 +141,12 @@ def train_variants(
     nice: bool = False,
     runner: Callable[[list[str]], int] | None = None,
     log: Callable[[str], None] = print,
+    after_each: Callable[[], None] | None = None,
 ) -> None:
     """Train the variants one after another; skip finished ones, resume the others.
+
+    `after_each` runs after every variant that trained here (the report is rewritten then, so
+    a session killed during a later variant still leaves the finished rows on disk).
 
     Raises:
         IstdError: a training subprocess failed (rerunning the same command resumes it).
@@ -164,6 +168,8 @@ def train_variants(
             raise IstdError(
                 f"{variant.label}: istd train exited with {code}; rerun the same command to resume"
             )
+        if after_each is not None:
+            after_each()
 
 
 def _data_root(run: Path, data: Path | None) -> Path:
@@ -402,17 +408,22 @@ def main(argv: list[str] | None = None) -> int:
             args.root.mkdir(parents=True, exist_ok=True)
             write_atomic(args.root / COMMAND_FILE, json.dumps({"command": command}) + "\n",
                          overwrite=True)  # fmt: skip
-            train_variants(args.root, variants, items, nice=args.nice)
         size = parse_size(args.latency_size)
-        rows = collect(args.root, variants, data=args.data, test_limit=args.test_limit, size=size,
-                       runs=args.latency_runs, threads=args.threads, remeasure=args.remeasure,
-                       device=args.device)  # fmt: skip
-        settings = {"command": command, "size": size, "runs": args.latency_runs,
-                    "threads": args.threads}  # fmt: skip
-        write_atomic(
-            args.report, render_report(args.root, variants, rows, settings), overwrite=True
-        )
-        print(f"report: {args.report}")
+
+        def write_report() -> None:
+            rows = collect(args.root, variants, data=args.data, test_limit=args.test_limit,
+                           size=size, runs=args.latency_runs, threads=args.threads,
+                           remeasure=args.remeasure, device=args.device)  # fmt: skip
+            settings = {"command": command, "size": size, "runs": args.latency_runs,
+                        "threads": args.threads}  # fmt: skip
+            write_atomic(
+                args.report, render_report(args.root, variants, rows, settings), overwrite=True
+            )
+            print(f"report: {args.report}", flush=True)
+
+        if not args.report_only:
+            train_variants(args.root, variants, items, nice=args.nice, after_each=write_report)
+        write_report()
     except IstdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -66,10 +66,13 @@ def test_finished_runs_are_skipped_and_others_resumed(tmp_path: Path) -> None:
     make_run(tmp_path, variants[0], done=EPOCHS)  # finished
     make_run(tmp_path, variants[1], done=1)  # interrupted
     calls: list[list[str]] = []
+    reports: list[int] = []  # the report is rewritten after each variant that trained
     ab.train_variants(
         tmp_path, variants, lambda v: ab.overrides(v, EPOCHS, SETS, None), nice=True,
         runner=lambda argv: calls.append(argv) or 0, log=lambda _: None,
+        after_each=lambda: reports.append(len(calls)),
     )  # fmt: skip
+    assert reports == [1, 2]
     assert [c[c.index("--work-dir") + 1] for c in calls] == [
         str(tmp_path / "local-conv"),
         str(tmp_path / "grouped-none"),
