@@ -4,7 +4,7 @@ from istd.data.check import CheckReport, check_dataset
 from istd.data.datasets import IRSTDDataset, compute_norm_stats, load_pair
 from istd.data.io import IMAGE_EXTENSIONS, decode_image, read_image, read_mask, write_png_atomic
 from istd.data.layouts import LAYOUTS, DatasetIndex, Sample, open_dataset, read_split_file
-from istd.data.transforms import apply_transform, eval_transform, train_transform
+from istd.data.transforms import apply_transform, eval_transform, seed_transform, train_transform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -23,6 +23,7 @@ __all__ = [
     "read_image",
     "read_mask",
     "read_split_file",
+    "seed_transform",
     "train_transform",
     "write_png_atomic",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from istd.data import apply_transform, load_pair, open_dataset, train_transform
+from istd.data import apply_transform, load_pair, open_dataset, seed_transform, train_transform
 from istd.data.layouts import Sample
 from istd.engine.config import TrainConfig
 from istd.errors import DataError
@@ -64,7 +64,7 @@ class EpochSeededDataset(Dataset):
             self._cache[index] = load_pair(self.samples[index])
         image, mask = self._cache[index]  # (H, W) float32, (H, W) uint8
         sub = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
-        self.transform.set_random_seed(int(sub))
+        seed_transform(self.transform, int(sub))
         image, mask = apply_transform(self.transform, image, mask)  # (S, S) each
         image_t = torch.from_numpy(np.ascontiguousarray(image))[None]  # (1, S, S)
         mask_t = torch.from_numpy(np.ascontiguousarray(mask)).float()[None]  # (1, S, S)
