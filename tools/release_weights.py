@@ -16,6 +16,7 @@ across releases only while the weights file is bit-identical (same sha256).
 Usage:
     python tools/release_weights.py --run WORK_DIR --name mim-istd-nuaa-sirst [--final]
         [--eval-test DATA_ROOT] [--cross NAME=DATA_ROOT ...] [--force] [--hardware-note TEXT]
+        [--note TEXT ...]
     python tools/release_weights.py --card-only
 """
 
@@ -31,6 +32,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,7 @@ def release(
     force: bool = False,
     reeval: bool = False,
     hardware_note: str | None = None,
+    notes: Sequence[str] = (),
     eval_limit: int | None = None,
     device: str = "cpu",
     invocation: str | None = None,
@@ -228,6 +231,8 @@ def release(
         force: replace weights with a higher validation IoU or another validation split.
         reeval: evaluate again even when results for the same weights file exist.
         hardware_note: free text on the training hardware, shown on the card.
+        notes: free-text remarks on how the weights were made (e.g. a code fix during the run),
+            listed on the card.
         eval_limit: evaluate only the first N test images (smoke tests; the card shows N).
         device: evaluation device.
         invocation: the command line that asked for this release (kept in release.json).
@@ -265,6 +270,7 @@ def release(
         "train_command": command,
         "hardware": hardware(),
         "hardware_note": hardware_note,
+        "notes": list(notes),
         "tool": invocation,
     }
 
@@ -328,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a better checkpoint")
     parser.add_argument("--reeval", action="store_true", help="evaluate again (same weights)")
     parser.add_argument("--hardware-note", help="training hardware, shown on the card")
+    parser.add_argument("--note", dest="notes", action="append", default=[],
+                        help="a remark on how the weights were made, listed on the card (repeatable)")  # fmt: skip
     parser.add_argument("--eval-limit", type=int, help="first N test images only (smoke)")
     parser.add_argument("--device", default="cpu", help="evaluation device")
     parser.add_argument("--weights-root", type=Path, help="default: the repository's weights/")
@@ -342,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         release(
             args.run, args.name, weights_root=args.weights_root, final=args.final,
             eval_test=args.eval_test, cross=_parse_cross(args.cross), force=args.force,
-            reeval=args.reeval, hardware_note=args.hardware_note, eval_limit=args.eval_limit,
+            reeval=args.reeval, hardware_note=args.hardware_note, notes=args.notes, eval_limit=args.eval_limit,
             device=args.device,
             invocation="python tools/release_weights.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         )  # fmt: skip

@@ -221,6 +221,8 @@ def _section(folder: Path) -> list[str]:
         f"| weights | model.safetensors, {size:.1f} MB, sha256 `{rel.get('weights_sha256', 'not recorded')}` |"
     )
     lines.append(f"| released | {rel.get('released_utc', 'not recorded')} |")
+    if rel.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in rel["notes"]]
     lines += ["", "Command (the resolved config is `train_config.yaml`):", "", "```"]
     with contextlib.suppress(ConfigError, TypeError, KeyError):
         lines.append(train_command_line(train) if train else rel["train_command"])

@@ -63,8 +63,9 @@ def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None
     run = make_run(tmp_path / "run", 0.5123, planned=5)
     root = tmp_path / "weights"
     dst = rw.release(
-        run, "tiny-nuaa", weights_root=root, hardware_note="2 test cores", log=lambda _: None
-    )
+        run, "tiny-nuaa", weights_root=root, hardware_note="2 test cores",
+        notes=["epochs 1-2 used the old augmentation"], log=lambda _: None,
+    )  # fmt: skip
     names = {p.name for p in dst.iterdir()}
     assert names == {"model.safetensors", "config.json", "README.md", "log.csv",
                      "train_config.yaml", "release.json"}  # fmt: skip
@@ -83,6 +84,9 @@ def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None
     assert "epoch 3: val IoU 0.5123" in card and "3 done of 5 planned" in card
     assert "0.5023" in card  # the epoch-2 row of log.csv
     assert "2 test cores" in card and "test split has not been evaluated" in card
+    assert "- epochs 1-2 used the old augmentation" in card and rel["notes"] == [
+        "epochs 1-2 used the old augmentation"
+    ]
     # 0.75 - 0.5123 = 0.2377 short of the IoU target; the numbers come from the files
     assert "0.2377 short" in card
     assert "--set model.name=mim-istd-test --set train.epochs=5" in card
