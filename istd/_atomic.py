@@ -100,7 +100,7 @@ def _move_no_overwrite(tmp: Path, path: Path, on_exists: OnExists | None) -> Non
 class AtomicFile:
     """A temporary file beside `path` that becomes `path` on `commit()`, or vanishes on `discard()`.
 
-    Writers that stream (OpenCV's video writer, `torch.save`) write to `.tmp` by name. As a
+    Writers that stream (OpenCV's video writer) write to `.tmp` by name. As a
     context manager it commits when the block ends normally and discards on an exception.
 
     Args:

@@ -1,11 +1,17 @@
 """Atomic files and the resume record of a training run.
 
-Format choice: `last.ckpt` is one `torch.save` file holding only tensors and plain Python
-containers (dict, list, tuple, str, int, float, bool, None): model, optimiser and scheduler state
-dicts, every RNG state, epoch, step, best value and the epoch log. It is read back with
-`torch.load(weights_only=True)`, which refuses any other object, so loading never unpickles
-arbitrary code (the issue's contract; torchvision's reference scripts keep the same shape). The
-published weights (`best/`) are safetensors + JSON, written by the model's `save_pretrained`.
+Format: `last.ckpt` is one safetensors file. Its tensors are every tensor of the resume record
+(model and optimiser state, RNG states), named by their path in the record
+("model/stem.conv.weight"); its header metadata holds the rest of the record as JSON
+(scheduler state, epoch, step, best value, the epoch log), with each tensor replaced by a
+reference to its name. Reading it parses JSON and raw tensor bytes only: nothing is unpickled,
+as for the published weights (`best/`, the model's `save_pretrained`). JSON cannot tell a tuple
+from a list, an int dict key from a str one, or hold inf and nan, so those are tagged
+(`_encode`); the optimiser's state is keyed by int parameter ids.
+
+Checkpoints of version 1 (one `torch.save` file) are still read, with
+`torch.load(weights_only=True)`, whose allow-list admits tensors and plain containers only, and
+a warning; the next epoch rewrites them in this format.
 
 Every file and the `best/` folder are written through `istd._atomic` (temporary name in the same
 folder, fsync, `os.replace`, fsync of the folder), so a SIGKILL at any moment leaves either the
@@ -16,7 +22,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +34,20 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from istd._atomic import atomic_open, replace_dir_atomic, write_atomic
+from istd._atomic import replace_dir_atomic, write_atomic
 from istd.engine.config import TrainConfig, config_from_dict, save_config
 from istd.errors import ConfigError, WeightsError
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+_LEGACY_VERSION = 1  # one torch.save file
+_RECORD_KEY = "istd_resume_record"  # safetensors metadata entry holding the JSON part
+# Tags of the JSON part: single-key objects that stand for what JSON has no type for.
+_TENSOR, _TUPLE, _INT_KEYS, _FLOAT = "__tensor__", "__tuple__", "__int_keys__", "__float__"
+_TAGS = (_TENSOR, _TUPLE, _INT_KEYS, _FLOAT)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -60,7 +76,7 @@ def write_csv_atomic(
 def capture_rng_state() -> dict[str, Any]:
     """Every global RNG state: Python `random`, NumPy's legacy global, torch CPU and CUDA.
 
-    Returns tensors and plain containers only, so the record loads with `weights_only=True`.
+    Returns tensors and plain containers only, which `save_checkpoint` stores without pickling.
     """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -99,16 +115,66 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-able form of `value`; its tensors go into `tensors` under their record path."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous()
+        return {_TENSOR: path}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            if len(value) == 1 and next(iter(value)) in _TAGS:
+                raise TypeError(f"{path}: a dict keyed {next(iter(value))!r} cannot be stored")
+            return {k: _encode(v, f"{path}/{k}" if path else k, tensors) for k, v in value.items()}
+        if all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+            items = [[k, _encode(v, f"{path}/{k}", tensors)] for k, v in value.items()]
+            return {_INT_KEYS: items}
+        raise TypeError(f"{path}: dict keys must be all str or all int")
+    if isinstance(value, tuple):
+        return {_TUPLE: [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_FLOAT: repr(value)}  # 'inf', '-inf' or 'nan'
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"{path}: a {type(value).__name__} cannot be stored in a resume record")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `_encode`."""
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        tag, inner = next(iter(value.items()))
+        if tag == _TENSOR:
+            return tensors[inner]
+        if tag == _TUPLE:
+            return tuple(_decode(v, tensors) for v in inner)
+        if tag == _INT_KEYS:
+            return {int(k): _decode(v, tensors) for k, v in inner}
+        if tag == _FLOAT:
+            return float(inner)
+    return {k: _decode(v, tensors) for k, v in value.items()}
+
+
 def save_checkpoint(path: str | Path, record: dict[str, Any]) -> None:
-    """Write a resume record atomically (see module docstring for the format)."""
+    """Write a resume record atomically as safetensors + JSON (see the module docstring).
+
+    Raises:
+        TypeError: the record holds something other than tensors and plain containers.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _encode({"version": CHECKPOINT_VERSION, **record}, "", tensors)
+    text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb", overwrite=True) as handle:  # streamed: no in-memory copy
-        torch.save({"version": CHECKPOINT_VERSION, **record}, handle)
+    write_atomic(path, save_safetensors(tensors, metadata={_RECORD_KEY: text}), overwrite=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a resume record with `torch.load(weights_only=True)` onto the CPU.
+    """Read a resume record onto the CPU.
 
     Raises:
         WeightsError: missing, truncated, foreign or newer-version file, naming the path.
@@ -118,15 +184,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise WeightsError(
             f"no checkpoint at {path}; start without --resume or pick the right --work-dir"
         )
+    with path.open("rb") as handle:
+        legacy = handle.read(2) == b"PK"  # a torch.save zip archive
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        record = _load_legacy(path) if legacy else _load_safetensors(path)
+    except Exception as exc:  # safetensors, json and torch raise several types
         raise WeightsError(f"cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(record, dict) or record.get("version") != CHECKPOINT_VERSION:
+    version = _LEGACY_VERSION if legacy else CHECKPOINT_VERSION
+    if not isinstance(record, dict) or record.get("version") != version:
         raise WeightsError(
             f"{path} is not an istd resume checkpoint (version {CHECKPOINT_VERSION})"
         )
     return record
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    with safe_open(path, framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        if _RECORD_KEY not in meta:
+            raise SafetensorError("no istd resume record in its metadata")
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    return _decode(json.loads(meta[_RECORD_KEY]), tensors)
+
+
+def _load_legacy(path: Path) -> dict[str, Any]:
+    warnings.warn(
+        f"{path}: a version-1 checkpoint (torch.save), read with torch.load(weights_only=True); "
+        "the next save writes the safetensors format",
+        stacklevel=3,
+    )
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ---- the run folder: config.yaml, log.csv, last.ckpt, best/ ------------------------------

@@ -1,14 +1,17 @@
-"""Atomic files, RNG capture/restore and the weights_only resume record."""
+"""Atomic files, RNG capture/restore and the safetensors + JSON resume record."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from istd._atomic import recover_dir, replace_dir_atomic
 from istd.engine.checkpoint import (
@@ -43,25 +46,50 @@ def test_rng_round_trip_through_checkpoint(tmp_path: Path) -> None:
     assert _draws() == expected
 
 
-def test_checkpoint_holds_model_optimizer_and_refuses_pickles(tmp_path: Path) -> None:
+def test_checkpoint_holds_model_optimizer_and_scheduler_without_pickle(tmp_path: Path) -> None:
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.Adagrad(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5**epoch)
     model(torch.ones(1, 3)).sum().backward()
     opt.step()
+    sched.step()
     save_checkpoint(
         tmp_path / "a.ckpt",
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3},
-    )
+        {"model": model.state_dict(), "optimizer": opt.state_dict(),
+         "scheduler": sched.state_dict(), "epoch": 3, "best_value": float("-inf"),
+         "history": [{"loss": 0.5, "val_iou": None}], "pair": (1, "a")},
+    )  # fmt: skip
+    # A plain safetensors file: tensors by record path, the rest as JSON in its header.
+    with safe_open(tmp_path / "a.ckpt", framework="pt") as f:
+        assert "optimizer/state/0/sum" in set(f.keys())
+        assert json.loads(f.metadata()["istd_resume_record"])["epoch"] == 3
     record = load_checkpoint(tmp_path / "a.ckpt")
-    assert record["epoch"] == 3
+    assert record["epoch"] == 3 and record["best_value"] == float("-inf")
+    assert record["history"] == [{"loss": 0.5, "val_iou": None}] and record["pair"] == (1, "a")
     assert torch.equal(record["model"]["weight"], model.weight.detach())
+    assert set(record["optimizer"]["state"]) == {0, 1}  # int parameter ids survive JSON
     opt2 = torch.optim.Adagrad(torch.nn.Linear(3, 2).parameters(), lr=0.05)
     opt2.load_state_dict(record["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["sum"], opt.state_dict()["state"][0]["sum"])
+    sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda epoch: 0.5**epoch)
+    sched2.load_state_dict(record["scheduler"])
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    with pytest.raises(TypeError, match="date"):  # only tensors and plain containers
+        save_checkpoint(tmp_path / "b.ckpt", {"when": datetime.date(2020, 1, 1)})
 
+
+def test_version_1_checkpoints_still_load_and_pickles_are_refused(tmp_path: Path) -> None:
+    torch.save({"version": 1, "epoch": 4, "w": torch.ones(2)}, tmp_path / "old.ckpt")
+    with pytest.warns(UserWarning, match="version-1"):
+        assert load_checkpoint(tmp_path / "old.ckpt")["epoch"] == 4
     # Any object outside weights_only's allow-list (here a datetime) must be refused.
     torch.save({"version": 1, "x": datetime.date(2020, 1, 1)}, tmp_path / "evil.ckpt")
-    with pytest.raises(WeightsError, match="evil.ckpt"):
+    with pytest.warns(UserWarning), pytest.raises(WeightsError, match="evil.ckpt"):
         load_checkpoint(tmp_path / "evil.ckpt")
+    # A safetensors file that is not a resume record (e.g. best/model.safetensors).
+    save_file({"w": torch.ones(2)}, tmp_path / "weights.ckpt")
+    with pytest.raises(WeightsError, match="weights.ckpt"):
+        load_checkpoint(tmp_path / "weights.ckpt")
 
 
 def test_truncated_or_missing_checkpoint(tmp_path: Path) -> None:
