@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from istd.cli._options import (
@@ -133,6 +134,13 @@ def eval_command(
             progress=on_progress,
         )
     facts = summary.runs[0].facts
+    if split is None and facts["split"] == "all":
+        # No test split to default to: every image was scored, training images included.
+        err_console.print(
+            f"[yellow]{escape(str(data))} has no test split: evaluated all {facts['n_images']} "
+            "images (training images included); pass --split to choose",
+            soft_wrap=True,
+        )
     console.print(
         _metrics_table(
             f"{facts['dataset']} / {facts['split']} (threshold {threshold:g})",
@@ -162,6 +170,15 @@ def score_command(
     matching: Annotated[
         Matching, typer.Option(help="Target matching: first (BasicIRSTD) or optimal.")
     ] = Matching.first,
+    fixes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of corrected ground-truth masks (a dataset's fixes/, e.g. "
+            "NUAA-SIRST/fixes): a file there replaces the mask of the same name.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
     json_file: Annotated[
         Path | None, json_file_option("Write the metrics to this JSON file.")
     ] = None,
@@ -180,8 +197,16 @@ def score_command(
             threshold=threshold,
             matching=matching.value,
             on_step=lambda done, total: progress.update(task, completed=done, total=total),
+            fixes=fixes,
         )
     console.print(_metrics_table(f"{pred_dir} vs {gt_dir}", [(pred_dir.name, result.metrics)]))
+    if result.fixed:
+        names = ", ".join(p.name for p in result.fixed)
+        err_console.print(
+            f"[dim]{len(result.fixed)} ground-truth masks replaced from {escape(str(fixes))}: "
+            f"{escape(names)}",
+            soft_wrap=True,
+        )
     if result.unpaired:
         names = ", ".join(p.name for p in result.unpaired[:5])
         more = f" and {len(result.unpaired) - 5} more" if len(result.unpaired) > 5 else ""

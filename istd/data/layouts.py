@@ -144,7 +144,8 @@ class DatasetIndex:
         fixed: ids whose mask was replaced by a file in the fixes folder.
         split_files: split name -> split file.
         train_split: the split a model of this dataset is usually trained on.
-        test_split: the split it is usually tested on.
+        test_split: the split it is usually tested on (``all`` when it has none; see
+            `has_test_split`).
     """
 
     root: Path
@@ -157,6 +158,11 @@ class DatasetIndex:
     split_files: dict[str, Path] = field(default_factory=dict)
     train_split: str = ALL_SPLIT
     test_split: str = ALL_SPLIT
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the dataset names a test split (else `test_split` is ``all``)."""
+        return self.test_split != ALL_SPLIT
 
     def splits(self) -> list[str]:
         """Names accepted by `ids` and `samples`: the split files' names, then ``all``."""
@@ -310,12 +316,24 @@ def _split_names(
     return names
 
 
+# Usual (train, test) split names per layout; a missing train split falls back to "train".
 _DEFAULT_SPLITS = {
     "sirst": ("trainval", "test"),
     "basicirstd": ("train", "test"),
     "dnanet": ("train", "test"),
     "isnet": ("trainval", "test"),
 }
+
+
+def _default_splits(layout: str, split_files: dict[str, Path]) -> tuple[str, str]:
+    """The (train, test) defaults present in `split_files`, each falling back on its own.
+
+    A missing test split gives ``all`` (no test split): callers that evaluate by default must
+    say so, since ``all`` includes the training images.
+    """
+    train, test = _DEFAULT_SPLITS.get(layout, (ALL_SPLIT, ALL_SPLIT))
+    train = next((s for s in (train, "train") if s in split_files), ALL_SPLIT)
+    return train, (test if test in split_files else ALL_SPLIT)
 
 
 def open_dataset(
@@ -367,9 +385,7 @@ def open_dataset(
     if not images:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise DataError(f"{images_dir}: no image files ({exts})")
-    train_split, test_split = _DEFAULT_SPLITS.get(layout, (ALL_SPLIT, ALL_SPLIT))
-    if train_split not in split_files or test_split not in split_files:
-        train_split = test_split = ALL_SPLIT
+    train_split, test_split = _default_splits(layout, split_files)
     return DatasetIndex(
         root=root,
         layout=layout,

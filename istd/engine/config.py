@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from istd.errors import ConfigError
+from istd.metrics.metrics import METRIC_NAMES
 
 
 @dataclass
@@ -76,7 +77,7 @@ class OptimConfig:
     lr: float = 0.05
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # max global gradient norm (> 0); None: no clipping
 
 
 @dataclass
@@ -106,6 +107,7 @@ class LoopConfig:
     seed: int = 42
     val_every: int = 1
     # Picks best/ on the validation split; the test split is never used for selection.
+    # One of istd.metrics.metrics.METRIC_NAMES.
     best_metric: str = "iou"
     best_mode: Literal["max", "min"] = "max"
     threshold: float = 0.5
@@ -155,10 +157,17 @@ class TrainConfig:
             ("data.limit", self.data.limit is None or self.data.limit >= 1),
             ("data.val_limit", self.data.val_limit is None or self.data.val_limit >= 1),
             ("train.threads", self.train.threads is None or self.train.threads >= 1),
+            # clip_grad_norm_ with 0 zeroes every gradient: off is None, not 0.
+            ("optim.grad_clip", self.optim.grad_clip is None or self.optim.grad_clip > 0),
         ]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"invalid value for {key}: {_get(self, key)!r}")
+        if self.train.best_metric not in METRIC_NAMES:
+            raise ConfigError(
+                f"invalid value for train.best_metric: {self.train.best_metric!r}; "
+                f"choose one of {', '.join(METRIC_NAMES)}"
+            )
         if (self.data.norm_mean is None) != (self.data.norm_std is None):
             raise ConfigError("set both data.norm_mean and data.norm_std, or neither")
         if self.data.norm_std is not None and any(s <= 0 for s in self.data.norm_std):

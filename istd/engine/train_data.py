@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from istd.data import apply_transform, load_pair, open_dataset, seed_transform, train_transform
-from istd.data.layouts import Sample
-from istd.engine.config import TrainConfig
+from istd.data.layouts import DatasetIndex, Sample
+from istd.engine.config import DataConfig, TrainConfig
 from istd.errors import DataError
 
 __all__ = [
@@ -77,8 +77,13 @@ def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     Without a validation split, a fixed `val_fraction` of the training ids (the lowest
     sha256 of the id, so independent of seed and file order) is held out for validation.
 
+    The dataset's test split (see `_test_split_of`) is never trained on or used to select
+    best/: a training or validation split that is the test split, or shares ids with it, is
+    refused. Datasets without a test split are not checked.
+
     Raises:
-        DataError: missing dataset, unknown split, or overlapping train and validation ids.
+        DataError: missing dataset, unknown split, a split overlapping the test split, or
+            overlapping train and validation ids.
     """
     root = Path(cfg.data.root).expanduser()
     checkout = Path(__file__).resolve().parents[2] / root
@@ -86,9 +91,10 @@ def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
         root = checkout  # shipped configs name ../shared/datasets relative to the checkout
     index = open_dataset(root, layout=cfg.data.layout)
     train = index.samples(cfg.data.train_split)
-    if cfg.data.val_split is not None:
-        val = index.samples(cfg.data.val_split)
-    else:
+    val = index.samples(cfg.data.val_split) if cfg.data.val_split is not None else []
+    # Before the hold-out, so that messages count the whole training split.
+    _refuse_test_images(index, root, cfg.data, train, val)
+    if cfg.data.val_split is None:
         ranked = sorted(train, key=lambda s: hashlib.sha256(s.id.encode()).hexdigest())
         held = {s.id for s in ranked[: max(1, math.ceil(cfg.data.val_fraction * len(train)))]}
         val = [s for s in train if s.id in held]
@@ -105,6 +111,45 @@ def split_samples(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     if not train or not val:
         raise DataError(f"{cfg.data.root}: empty training or validation split")
     return train, val
+
+
+def _refuse_test_images(
+    index: DatasetIndex, root: Path, data: DataConfig, train: list[Sample], val: list[Sample]
+) -> None:
+    """Raise DataError if the training or validation split is, or shares ids with, the test
+    split that belongs with the training split."""
+    test = _test_split_of(index, data.train_split)
+    if test is None:
+        return
+    test_ids = set(index.ids(test))
+    for role, split, samples in (
+        ("training", data.train_split, train),
+        ("validation", data.val_split, val),
+    ):
+        if split == test:
+            raise DataError(
+                f"{root}: the {role} split {split!r} is the dataset's test split; "
+                "train and select best/ on other splits"
+            )
+        leaked = test_ids.intersection(s.id for s in samples)
+        if leaked:
+            raise DataError(
+                f"{root}: the {role} split {split!r} shares {len(leaked)} ids with the test "
+                f"split {test!r} (e.g. {sorted(leaked)[0]}); test images must not be trained "
+                "on or used to select best/"
+            )
+
+
+def _test_split_of(index: DatasetIndex, train_split: str) -> str | None:
+    """The test split that belongs with `train_split`, or None when the dataset has none.
+
+    A split from a secondary folder (``50_50/train``) is an alternative protocol: its own
+    ``50_50/test`` is the one to keep out, not the main folder's test split.
+    """
+    folder, sep, _ = train_split.rpartition("/")
+    if sep and f"{folder}/test" in index.split_files:
+        return f"{folder}/test"
+    return index.test_split if index.has_test_split else None
 
 
 def ids_sha256(samples: list[Sample]) -> str:

@@ -35,6 +35,13 @@ ROC_BINS = 1000
 # The Pd-Fa area is taken over Fa in [0, 1e-4], i.e. up to 100 x 1e-6, the range tables report.
 PD_FA_FA_MAX = 1e-4
 
+# The quality metrics `Metrics.compute()` reports (besides counts and settings): the names a
+# training run may select best/ on (`train.best_metric`).
+METRIC_NAMES: tuple[str, ...] = (
+    "iou", "niou", "pd", "fa", "precision", "recall", "f1", "target_precision", "target_recall",
+    "target_f1", "pd_fa_auc", "roc_auc",
+)  # fmt: skip
+
 # Order of the summable scalar counts in the state vector.
 _SCALARS = (
     "tp", "fp", "fn", "tn", "n_pixels", "n_targets", "n_objects", "n_matched", "fa_pixels",
@@ -111,6 +118,9 @@ class Metrics:
         # Pixel counts per probability bin: row 0 ground-truth foreground, row 1 background.
         self._roc = np.zeros((2, self.roc_bins), dtype=np.float64)  # (2, K)
         self._records: list[dict[str, Any]] = []
+        # This process's own state, kept once all_reduce has replaced the state by global sums,
+        # so that reducing again sums local counts (not already-summed ones) and stays exact.
+        self._local: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # The record of the image most recently added (kept even when keep_per_image is off).
         self.last_record: dict[str, Any] | None = None
 
@@ -129,7 +139,13 @@ class Metrics:
 
         Raises:
             DataError: shapes differ, or values are not probabilities / binary.
+            RuntimeError: called after `all_reduce` (call `reset` first).
         """
+        if self._local is not None:
+            raise RuntimeError(
+                "Metrics.update after all_reduce: the counts are already summed over ranks; "
+                "call reset() before adding images"
+            )
         pred = _to_numpy(pred, "pred")
         gt = _to_numpy(gt, "gt")
         if pred.shape != gt.shape:
@@ -294,10 +310,15 @@ class Metrics:
         """Sum the counts over all DDP ranks (no-op unless torch.distributed is initialised).
 
         Per-image records stay local to each rank; every rank's `compute()` then agrees.
+        Idempotent: calling it again sums the same local counts, never the sums. `update` is
+        refused afterwards until `reset`.
         """
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
-        flat = np.concatenate([self._scalars, self._curve.ravel(), self._roc.ravel()])
+        if self._local is None:
+            self._local = (self._scalars, self._curve, self._roc)
+        scalars, curve, roc = self._local
+        flat = np.concatenate([scalars, curve.ravel(), roc.ravel()])
         device = "cpu"
         if torch.distributed.get_backend() == "nccl":
             device = torch.device("cuda", torch.cuda.current_device())

@@ -4,13 +4,18 @@ Predictions and ground-truth masks are paired by file stem; the suffixes `_pixel
 masks), `_mask` and `_prob` are recognised and stripped. A prediction is either a binary mask
 (only 0 and full scale) or a probability map scaled to the full range of its bit depth (8-bit:
 value / 255, 16-bit: value / 65535). Files are read with `istd.data.io`.
+
+Some datasets ship broken masks and their corrections beside them (NUAA-SIRST's Misc_111 mask
+is 592x400 for a 325x220 image; `<root>/fixes/` holds the corrected one, see
+`istd.data.layouts`). `fixes=` applies such a folder: a file there replaces the ground-truth
+mask of the same name.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +95,33 @@ class ScoreResult:
         per_image: `Metrics.per_image()`, in ground-truth order.
         unpaired: prediction files with no ground truth (ignored, listed for the user).
         curves: `Metrics.curves()` when every prediction was a probability map, else None.
+        fixed: ground-truth files replaced by their corrected version from `fixes`.
     """
 
     metrics: dict[str, Any]
     per_image: list[dict[str, Any]]
     unpaired: list[Path]
     curves: dict[str, Any] | None
+    fixed: list[Path] = field(default_factory=list)
+
+
+def _size_mismatch(
+    pred_path: Path, pred: np.ndarray, gt_path: Path, gt: np.ndarray, fixes: Path | None
+) -> DataError:
+    """The error for a prediction whose size differs from its ground truth. Either may be
+    wrong: a dataset can ship a broken mask (with its fix in ``<root>/fixes/``)."""
+    sizes = (
+        f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth "
+        f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}"
+    )
+    beside = gt_path.parent.parent / "fixes"
+    if fixes is None and (beside / gt_path.name).is_file():
+        return DataError(
+            f"{sizes}; the ground-truth mask is likely the broken one: the dataset ships a "
+            f"corrected mask {beside / gt_path.name}; score with --fixes {beside}"
+        )
+    hint = "" if fixes is not None else " (or pass corrected ground-truth masks with --fixes DIR)"
+    return DataError(f"{sizes}; save predictions at native resolution{hint}")
 
 
 def score_folders(
@@ -105,6 +131,7 @@ def score_folders(
     matching: str = "first",
     niou_empty: str = "zero",
     on_step: Callable[[int, int], None] | None = None,
+    fixes: str | os.PathLike[str] | None = None,
 ) -> ScoreResult:
     """Score every ground-truth mask in `gt_dir` against its prediction in `pred_dir`.
 
@@ -115,32 +142,38 @@ def score_folders(
         matching: `first` (BasicIRSTD) or `optimal` target matching.
         niou_empty: nIoU policy for images where prediction and ground truth are empty.
         on_step: called as on_step(done, total) after each image.
+        fixes: a folder of corrected ground-truth masks (a dataset's ``fixes/``); a file there
+            replaces the ground-truth file of the same name.
 
     Returns:
-        The metrics, per-image records and unpaired prediction files.
+        The metrics, per-image records, unpaired prediction files and replaced masks.
 
     Raises:
         DataError: a missing or unreadable prediction (named), a size mismatch, a bad folder.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    fixes_dir = None if fixes is None else Path(fixes)
+    if fixes_dir is not None and not fixes_dir.is_dir():
+        raise DataError(f"{fixes_dir}: fixes folder not found")
     gts = _index(gt_dir, "ground-truth")
     preds = _index(pred_dir, "prediction")
     metrics = Metrics(threshold=threshold, matching=matching, niou_empty=niou_empty)
+    fixed: list[Path] = []
     for done, (key, gt_path) in enumerate(gts.items(), start=1):
         pred_path = preds.get(key)
         if pred_path is None:
             tried = ", ".join(f"{key}{s}.png" for s in ("", *SUFFIXES))
             raise DataError(f"{pred_dir}: no prediction for {gt_path.name} (looked for {tried})")
+        if fixes_dir is not None and (fixes_dir / gt_path.name).is_file():
+            fixed.append(gt_path)
+            gt_path = fixes_dir / gt_path.name
         pred = read_prediction(pred_path)
         gt = read_mask(gt_path)
         if pred.shape != gt.shape:
-            raise DataError(
-                f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth "
-                f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}; save predictions at native resolution"
-            )
+            raise _size_mismatch(pred_path, pred, gt_path, gt, fixes_dir)
         metrics.update(pred, gt, image_id=key)
         if on_step is not None:
             on_step(done, len(gts))
     unpaired = [p for k, p in preds.items() if k not in gts]
     curves = metrics.curves() if metrics.has_curves else None
-    return ScoreResult(metrics.compute(), metrics.per_image(), unpaired, curves)
+    return ScoreResult(metrics.compute(), metrics.per_image(), unpaired, curves, fixed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,25 @@ def _config_dict(model: nn.Module) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def _finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (JSON null), recursively.
+
+    Metrics are NaN when undefined (e.g. target precision of a model that predicts nothing);
+    bare NaN is not JSON, and other readers reject it.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if value is None else str(value)  # None: an undefined (NaN) metric
+
+
 def _card(name: str, config: dict[str, Any], extra: dict[str, Any]) -> str:
     lines = [
         f"# {name}",
@@ -70,7 +90,7 @@ def _card(name: str, config: dict[str, Any], extra: dict[str, Any]) -> str:
     if isinstance(metrics, dict) and metrics:
         lines += ["| metric | value |", "|---|---|"]
         lines += [
-            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {_cell(v)} |"
             for k, v in metrics.items()
         ]
         lines.append("")
@@ -90,7 +110,8 @@ def save_pretrained(
     Args:
         model: a registry model with `.model_name` and a dataclass `.config`.
         directory: target folder (created if missing).
-        extra: JSON-serialisable metadata (dataset, metrics, training config, ...).
+        extra: JSON-serialisable metadata (dataset, metrics, training config, ...); NaN and
+            infinite floats are written as null.
         overwrite: replace files already in `directory`; without it existing files raise.
 
     Returns:
@@ -108,9 +129,12 @@ def save_pretrained(
         raise WeightsError(
             f"{type(model).__name__} has no .model_name; build it with build_model()"
         )
+    extra = _finite_json(extra or {})
     try:
         meta = json.dumps(
-            {"model": name, "config": _config_dict(model), "extra": extra or {}}, indent=2
+            {"model": name, "config": _config_dict(model), "extra": extra},
+            indent=2,
+            allow_nan=False,
         )
     except (TypeError, ValueError) as exc:
         raise WeightsError(
@@ -123,7 +147,7 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     # Detached, contiguous CPU copies: safetensors rejects views sharing storage.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    card = _card(name, json.loads(meta)["config"], extra or {})
+    card = _card(name, json.loads(meta)["config"], extra)
     contents = [
         safetensors_bytes(tensors, metadata={"model": name}),
         (meta + "\n").encode(),

@@ -55,6 +55,21 @@ def test_score_missing_prediction_is_one_error_line(tmp_path: Path) -> None:
     assert "x_pixels0.png" in result.output and "Traceback" not in result.output
 
 
+def test_score_with_the_dataset_fixes(tmp_path: Path) -> None:
+    pred, gt = _pairs(tmp_path)
+    (gt / "x_pixels0.png").unlink()
+    write_png_atomic(gt / "x_pixels0.png", np.zeros((30, 40), bool))  # a broken mask
+    fixed = np.zeros((10, 12), bool)
+    fixed[2:4, 2:4] = True
+    write_png_atomic(tmp_path / "fixes" / "x_pixels0.png", fixed)
+    broken = runner.invoke(app, ["score", str(pred), str(gt)])
+    assert broken.exit_code == 1 and "Traceback" not in broken.output
+    assert "broken one" in broken.output and "--fixes" in broken.output
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--fixes", str(tmp_path / "fixes")])
+    assert result.exit_code == 0, result.output
+    assert "1 ground-truth masks replaced" in result.output and "x_pixels0.png" in result.output
+
+
 def test_eval_with_a_weight_free_model(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     mask = np.zeros((20, 26), bool)
@@ -67,8 +82,13 @@ def test_eval_with_a_weight_free_model(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
     assert "report.md" in result.output
+    # images/ + masks/ only: no test split, so the default evaluates everything, and says so.
+    assert "has no test split: evaluated all 1 images" in result.output
+    assert "pass --split" in result.output
     refused = runner.invoke(app, args)
     assert refused.exit_code == 1 and "--overwrite" in refused.output
+    chosen = runner.invoke(app, [*args, "--split", "all", "--overwrite"])
+    assert chosen.exit_code == 0 and "no test split" not in chosen.output
 
 
 def test_eval_default_weights_missing_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:

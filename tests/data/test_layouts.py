@@ -46,6 +46,24 @@ def test_sirst_masks_paired_through_pixels0(make_tree) -> None:
     assert index.train_split == "trainval" and index.test_split == "test"
 
 
+def test_default_splits_fall_back_one_at_a_time(make_tree) -> None:
+    root = make_tree("sirst")
+    (root / "idx_427" / "trainval.txt").unlink()  # train.txt and test.txt only
+    index = open_dataset(root)
+    assert (index.train_split, index.test_split) == ("train", "test")
+    assert index.has_test_split
+    # Without a test list the test default is "all" (said so by `istd eval`); train keeps its own.
+    (root / "idx_427" / "test.txt").unlink()
+    index = open_dataset(root)
+    assert (index.train_split, index.test_split) == ("train", "all")
+    assert not index.has_test_split
+    root = make_tree("basicirstd")
+    (root / "img_idx" / "train_TOY.txt").unlink()
+    index = open_dataset(root)
+    assert (index.train_split, index.test_split) == ("all", "test")
+    assert not open_dataset(make_tree("folder")).has_test_split
+
+
 def test_explicit_layout_overrides_detection(make_tree) -> None:
     root = make_tree("dnanet")
     (root / "trainval.txt").write_text("img_1\n")

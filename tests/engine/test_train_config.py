@@ -94,6 +94,29 @@ def test_range_checks() -> None:
         load_config(None, ["train.epochs=2", "schedule.warmup_epochs=2"])
 
 
+@pytest.mark.parametrize("value", ["0", "-1.0", ".nan"])
+def test_grad_clip_must_be_positive_or_null(value: str) -> None:
+    # clip_grad_norm_(..., 0.0) zeroes every gradient: training would silently stop learning.
+    with pytest.raises(ConfigError, match="optim.grad_clip"):
+        load_config(None, [f"optim.grad_clip={value}"])
+    assert load_config(None, ["optim.grad_clip=1.5"]).optim.grad_clip == 1.5
+    assert load_config(None, ["optim.grad_clip=null"]).optim.grad_clip is None
+
+
+def test_best_metric_checked_against_the_evaluation_metrics() -> None:
+    import numpy as np
+
+    from istd.metrics.metrics import METRIC_NAMES, Metrics
+
+    with pytest.raises(ConfigError, match="train.best_metric.*'bogus'.*iou.*niou"):
+        load_config(None, ["train.best_metric=bogus"])
+    m = Metrics()
+    m.update(np.ones((4, 4), np.float32), np.ones((4, 4), bool))
+    assert set(METRIC_NAMES) <= set(m.compute())  # every allowed name is produced
+    for name in METRIC_NAMES:
+        assert load_config(None, [f"train.best_metric={name}"]).train.best_metric == name
+
+
 def test_unknown_config_name_lists_shipped() -> None:
     with pytest.raises(ConfigError, match="mim-istd_nuaa-sirst"):
         load_config("no-such-config")

@@ -69,3 +69,28 @@ def test_all_reduce_without_process_group_is_a_no_op() -> None:
     before = m.counts
     m.all_reduce()
     assert m.counts == before
+
+
+def test_all_reduce_twice_does_not_double_count(tmp_path: Path) -> None:
+    # A one-process gloo group: the sums equal the local counts, however often reduced.
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        m = Metrics()
+        for prob, gt in _images():
+            m.update(prob, gt)
+        expected, curves = m.compute(), m.curves()
+        m.all_reduce()
+        m.all_reduce()
+        got = m.compute()
+        assert got["n_images"] == expected["n_images"] == 4
+        for key in ("iou", "niou", "pd", "fa", "n_targets", "fa_pixels", "roc_auc"):
+            assert got[key] == expected[key], key
+        np.testing.assert_array_equal(m.curves()["roc"]["tpr"], curves["roc"]["tpr"])
+        with pytest.raises(RuntimeError, match="reset"):
+            m.update(*_images()[0])  # would mix local counts into global sums
+        m.reset()
+        m.update(*_images()[0])
+        assert m.counts["n_images"] == 1
+    finally:
+        dist.destroy_process_group()

@@ -130,3 +130,40 @@ def test_score_real_masks_against_themselves(nuaa_sirst: Path, tmp_path: Path) -
         write_png_atomic(pred / f"Misc_{k}_mask.png", read_mask(src))
     res = score_folders(pred, gt_dir)
     assert res.metrics["iou"] == res.metrics["pd"] == 1.0 and res.metrics["fa"] == 0.0
+
+
+def _broken_dataset(root: Path) -> tuple[Path, Path]:
+    """A dataset whose mask of `b` has the wrong size, corrected in fixes/ (like Misc_111)."""
+    write_png_atomic(root / "masks" / "a_pixels0.png", _gt())
+    write_png_atomic(root / "masks" / "b_pixels0.png", _gt(20, 30))  # broken: image is 12 x 15
+    write_png_atomic(root / "fixes" / "b_pixels0.png", _gt())
+    for key in ("a", "b"):
+        write_png_atomic(root / "pred" / f"{key}.png", _gt())
+    return root / "pred", root / "masks"
+
+
+def test_broken_ground_truth_is_blamed_and_fixes_apply(tmp_path: Path) -> None:
+    pred_dir, gt_dir = _broken_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"ground-truth mask is likely the broken one") as info:
+        score_folders(pred_dir, gt_dir)
+    assert f"--fixes {tmp_path / 'fixes'}" in str(info.value)
+    res = score_folders(pred_dir, gt_dir, fixes=tmp_path / "fixes")
+    assert res.fixed == [gt_dir / "b_pixels0.png"]
+    assert res.metrics["n_images"] == 2 and res.metrics["iou"] == 1.0
+    with pytest.raises(DataError, match="fixes folder not found"):
+        score_folders(pred_dir, gt_dir, fixes=tmp_path / "nope")
+
+
+def test_real_nuaa_sirst_masks_folder_with_its_fixes(nuaa_sirst: Path, tmp_path: Path) -> None:
+    # Perfect predictions at the images' sizes, scored against NUAA-SIRST/masks as shipped.
+    from istd.data.io import read_mask
+
+    pred = tmp_path / "pred"
+    for mask in sorted((nuaa_sirst / "masks").glob("*_pixels0.png")):
+        fix = nuaa_sirst / "fixes" / mask.name
+        write_png_atomic(pred / mask.name, read_mask(fix if fix.is_file() else mask))
+    with pytest.raises(DataError, match=r"Misc_111.*likely the broken one.*--fixes"):
+        score_folders(pred, nuaa_sirst / "masks")
+    res = score_folders(pred, nuaa_sirst / "masks", fixes=nuaa_sirst / "fixes")
+    assert res.metrics["n_images"] == 427 and res.metrics["iou"] == 1.0
+    assert [p.name for p in res.fixed] == ["Misc_111_pixels0.png"]

@@ -116,3 +116,34 @@ def test_corrupt_or_missing_weights(tmp_path: Path) -> None:
     (folder / "model.safetensors").unlink()
     with pytest.raises(WeightsError, match="not found"):
         from_pretrained(folder)
+
+
+def _strict_json(text: str) -> object:
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_metrics_are_written_as_null(tmp_path: Path) -> None:
+    # A model that predicts nothing has NaN target precision; bare NaN is not JSON.
+    nan, inf = float("nan"), float("inf")
+    extra = {"metrics": {"iou": 0.0, "target_precision": nan}, "curve": [1.0, inf, {"x": -inf}]}
+    folder = save_pretrained(_toy(), tmp_path / "w", extra=extra)
+    meta = _strict_json((folder / "config.json").read_text())
+    assert meta["extra"] == {
+        "metrics": {"iou": 0.0, "target_precision": None},
+        "curve": [1.0, None, {"x": None}],
+    }
+    assert "| target_precision | n/a |" in (folder / "README.md").read_text()
+    assert extra["metrics"]["target_precision"] != extra["metrics"]["target_precision"]  # intact
+    assert from_pretrained(folder).pretrained_extra["metrics"]["target_precision"] is None
+
+
+def test_old_config_with_bare_nan_still_loads(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["extra"] = {"metrics": {"target_precision": float("nan")}}
+    (folder / "config.json").write_text(json.dumps(meta))  # as written before: bare NaN
+    extra = from_pretrained(folder).pretrained_extra
+    assert extra["metrics"]["target_precision"] != extra["metrics"]["target_precision"]
