@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,20 @@ from istd.cli._options import (
 
 def _progress() -> Progress:
     return progress_bar(TextColumn("{task.fields[frames]} frames"), transient=False)
+
+
+def _model_sources(weights: str | None, model: str | None) -> list[str]:
+    """What the run loads (the default weights when neither is named) for `compiles_first`,
+    with the architecture a weights folder's config.json names, as its path may not tell."""
+    from istd.errors import IstdError
+    from istd.models import DEFAULT_WEIGHTS, weights_dir
+    from istd.models.hub import read_config
+
+    source = weights or model or DEFAULT_WEIGHTS
+    folder = Path(source) if Path(source).is_dir() else weights_dir() / source
+    with contextlib.suppress(IstdError):
+        return [source, read_config(folder)["model"]]
+    return [source]
 
 
 @cli_errors
@@ -85,7 +100,6 @@ def predict(
 ) -> None:
     """Segment infrared images and videos: masks, detections.csv, overlays and summary.json."""
     from istd.engine.predict_run import PredictOptions, predict_paths
-    from istd.models import DEFAULT_WEIGHTS
 
     options = PredictOptions(
         save_prob=save_prob, overlay=overlay, track=track, resume=resume, overwrite=overwrite
@@ -100,7 +114,7 @@ def predict(
 
         def on_start(items: list) -> None:
             progress.update(task, total=len(items), visible=True)
-            if compiles_first([model or DEFAULT_WEIGHTS], device):
+            if compiles_first(_model_sources(weights, model), device):
                 progress.console.print(FIRST_RUN_NOTE, highlight=False)
 
         def on_input(item: object) -> None:

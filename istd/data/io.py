@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from istd._atomic import write_atomic
 from istd.errors import DataError
@@ -109,8 +109,16 @@ def _validate_with_pillow(data: bytes, path: Path) -> str | None:
     """Check that a PNG or JPEG is complete; return Pillow's mode string when it can tell."""
     is_png = data[:8] == b"\x89PNG\r\n\x1a\n"
     is_jpeg = data[:3] == b"\xff\xd8\xff"
+    # PNG and JPEG are opened by their plugin classes: the decompression-bomb guard lives in
+    # Image.open and would call a large valid image corrupt (OpenCV has decoded it already).
+    # This leaves Pillow's global MAX_IMAGE_PIXELS as it is for other code and threads.
+    opener = Image.open
+    if is_png:
+        opener = PngImagePlugin.PngImageFile
+    elif is_jpeg:
+        opener = JpegImagePlugin.JpegImageFile
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with opener(io.BytesIO(data)) as im:
             mode = im.mode
             if is_png:
                 # verify() walks every chunk and its CRC up to IEND without inflating pixels.

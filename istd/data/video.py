@@ -23,6 +23,7 @@ from istd.errors import DataError
 __all__ = [
     "VIDEO_SUFFIXES",
     "AtomicVideoWriter",
+    "TruncatedVideoError",
     "VideoInfo",
     "frame_folder_paths",
     "iter_frame_folder",
@@ -32,6 +33,11 @@ __all__ = [
 ]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv"})
+
+
+class TruncatedVideoError(DataError):
+    """A video ended well before the frame count its container reports; the frames before the
+    damage were yielded."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
 
     Raises:
         DataError: the file cannot be opened, or not a single frame decodes.
+        TruncatedVideoError: after the last decodable frame, when clearly fewer frames decoded
+            than the container reports (a cut or damaged file).
 
     Example:
         >>> for frame in iter_video_frames("data/samples/drone_clip.mp4"):
@@ -104,6 +112,8 @@ def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
     """
     path = Path(path)
     capture = _open(path)
+    reported = float(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    reported = int(reported) if np.isfinite(reported) else 0
     count = 0
     try:
         while True:
@@ -116,6 +126,12 @@ def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
         capture.release()
     if count == 0:
         raise DataError(f"{path}: no decodable frame in this video")
+    # Some containers only estimate their frame count (from duration x fps), so a shortfall of
+    # one frame or 2 % is tolerated; an unknown count (0 or negative) is not checked.
+    if reported > 0 and reported - count > max(1, int(0.02 * reported)):
+        raise TruncatedVideoError(
+            f"{path}: decoded {count} of {reported} frames (truncated or corrupt video)"
+        )
 
 
 def frame_folder_paths(folder: str | Path) -> list[Path]:
@@ -163,7 +179,10 @@ def iter_frame_folder(folder: str | Path) -> Iterator[np.ndarray]:
 class AtomicVideoWriter:
     """Write an mp4 (codec `mp4v`) to a temporary file, moved into place only on success.
 
-    A killed run therefore never leaves a truncated video under the final name.
+    A killed run therefore never leaves a truncated video under the final name. The codec needs
+    even sizes of at least 2 x 2 (it drops an odd last row or column, and refuses 1 x 1), so
+    frames are padded on the right and bottom by repeating their edge: the video holds the whole
+    frame, up to one pixel larger in each direction.
 
     Args:
         path: final file name (its folder must exist).
@@ -178,12 +197,14 @@ class AtomicVideoWriter:
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
         self.size = (int(size[0]), int(size[1]))
+        width, height = self.size
+        self._coded_size = (max(2, width + width % 2), max(2, height + height % 2))
         # The temporary name keeps the extension: OpenCV picks the container from it.
         self._target = AtomicFile(self.path, overwrite=True, suffix=self.path.suffix or ".mp4")
         self._tmp = self._target.tmp
         fourcc = cv2.VideoWriter_fourcc(*"mp4v")
         self._writer = cv2.VideoWriter(
-            str(self._tmp), fourcc, float(fps) if fps > 0 else 30.0, self.size
+            str(self._tmp), fourcc, float(fps) if fps > 0 else 30.0, self._coded_size
         )
         if not self._writer.isOpened():
             self._target.discard()
@@ -198,6 +219,10 @@ class AtomicVideoWriter:
             )
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)  # (H, W) -> (H, W, 3)
+        pad_x, pad_y = self._coded_size[0] - self.size[0], self._coded_size[1] - self.size[1]
+        if pad_x or pad_y:
+            # (H, W, 3) -> (H + pad_y, W + pad_x, 3), the edge pixels repeated
+            frame = cv2.copyMakeBorder(frame, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
         self._writer.write(frame)
 
     def close(self) -> None:

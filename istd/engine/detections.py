@@ -84,11 +84,15 @@ def find_detections(
     # Peak probability per object; an unbuffered scatter-max over the object pixels is much
     # faster than scipy.ndimage.maximum when a frame holds hundreds of objects.
     inside = labels > 0
+    pixel_labels = labels[inside]  # (P,) labels of the object pixels, in raster order
     peaks = np.full(count, -np.inf)
-    np.maximum.at(peaks, labels[inside], prob[inside].astype(np.float64))
+    np.maximum.at(peaks, pixel_labels, prob[inside].astype(np.float64))
+    # OpenCV's block-based labelling does not number objects in raster order, so order them by
+    # the raster index of their first pixel (the first occurrence of each label in P).
+    _, first = np.unique(pixel_labels, return_index=True)  # (count - 1,) for labels 1, 2, ...
+    order = 1 + np.argsort(first)
     detections = []
-    for label in range(1, count):
-        k = label - 1
+    for k, label in enumerate(order):
         x, y, w, h, area = (int(v) for v in stats[label])
         cx, cy = centroids[label]
         detections.append(

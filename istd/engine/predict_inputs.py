@@ -3,7 +3,9 @@
 Inputs are image files, folders of images and videos (optionally recursive and filtered by a
 glob), video files, frame folders read as one sequence, or `-` for paths listed on stdin. Every
 input gets an output *key* (its file stem); when two inputs share a stem, each gets the stem plus
-a short hash of its full path, so no output is written over another.
+a short hash of its full path, so no output is written over another. A very long stem is cut
+and given the hash too, so that output and temporary file names stay within the file system's
+255-byte limit.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ class InputItem:
         path: the file or folder as the user named it.
         kind: `image`, `video`, `sequence` (a frame folder) or `missing` (reported as a failure).
         key: output file-name stem, unique within the run (set by `assign_keys`).
+        explicit: named by the user (on the command line or stdin), not found in a folder.
     """
 
     path: Path
     kind: InputKind
     key: str = ""
+    explicit: bool = False
 
 
 def _kind_of_file(path: Path) -> InputKind:
@@ -78,19 +82,22 @@ def expand_inputs(
 
     Returns:
         Items in the given order; folders contribute their image and video files sorted by
-        path. A path that does not exist becomes a `missing` item; repeats are dropped.
+        path. A path that does not exist becomes a `missing` item; repeats are dropped (an item
+        both named and found in a folder counts as named).
 
     Raises:
         DataError: `-` is given but no stdin stream.
     """
     items: list[InputItem] = []
-    seen: set[Path] = set()
+    seen: dict[Path, InputItem] = {}
 
-    def add(path: Path, kind: InputKind) -> None:
+    def add(path: Path, kind: InputKind, explicit: bool) -> None:
         resolved = path.resolve()
-        if resolved not in seen:
-            seen.add(resolved)
-            items.append(InputItem(path=path, kind=kind))
+        if resolved in seen:
+            seen[resolved].explicit |= explicit
+        else:
+            seen[resolved] = InputItem(path=path, kind=kind, explicit=explicit)
+            items.append(seen[resolved])
 
     for raw in paths:
         if str(raw) == "-":
@@ -98,21 +105,21 @@ def expand_inputs(
                 raise DataError("input '-' needs a list of paths on stdin")
             listed = [line.strip() for line in stdin if line.strip()]
             for item in expand_inputs(listed, recursive=recursive, glob=glob, sequence=sequence):
-                add(item.path, item.kind)
+                add(item.path, item.kind, item.explicit)
             continue
         path = Path(raw)
         if path.is_dir():
             if sequence:
-                add(path, "sequence")
+                add(path, "sequence", True)
                 continue
             found = path.rglob(glob) if recursive else path.glob(glob)
             media = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
             for child in sorted(p for p in found if p.is_file() and p.suffix.lower() in media):
-                add(child, _kind_of_file(child))
+                add(child, _kind_of_file(child), False)
         elif path.is_file():
-            add(path, _kind_of_file(path))
+            add(path, _kind_of_file(path), True)
         else:
-            add(path, "missing")
+            add(path, "missing", True)
     return items
 
 
@@ -120,12 +127,29 @@ def _short_hash(path: Path) -> str:
     return hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
 
 
+#: Longest key stem in UTF-8 bytes: with `-` + hash (9), the longest output suffix
+#: (`_detections.csv`, 15) and a temporary name's extra 14, file names stay below 255 bytes.
+MAX_STEM_BYTES = 200
+
+
+def _stem(item: InputItem) -> str:
+    # A frame folder is named by its folder; `.` or `..` has no name of its own until resolved.
+    stem = (item.path.resolve().name or "sequence") if item.kind == "sequence" else item.path.stem
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) <= MAX_STEM_BYTES:
+        return stem
+    # Cut at a character boundary and add the path's hash, which keeps cut stems unique.
+    cut = encoded[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore")
+    return f"{cut}-{_short_hash(item.path)}"
+
+
 def assign_keys(items: list[InputItem]) -> list[InputItem]:
     """Give each item its output stem: the file stem, or stem + `-` + 8 hex digits on a clash.
 
-    Keys depend only on the full input list, so every shard of a run agrees on them.
+    A stem longer than `MAX_STEM_BYTES` is cut and always gets the hash. Keys depend only on the
+    full input list, so every shard of a run agrees on them.
     """
-    stems = [item.path.name if item.kind == "sequence" else item.path.stem for item in items]
+    stems = [_stem(item) for item in items]
     counts = Counter(stems)
     for item, stem in zip(items, stems, strict=True):
         item.key = stem if counts[stem] == 1 else f"{stem}-{_short_hash(item.path)}"
@@ -159,12 +183,17 @@ def atomic_text(path: Path, overwrite: bool = True) -> Iterator[TextIO]:
     """Open a text file for writing that appears under `path` only once it is complete.
 
     Raises:
-        DataError: `path` exists and `overwrite` is false.
+        DataError: `path` exists and `overwrite` is false, or it cannot be written (e.g. its
+            name is too long, or the disk is full).
     """
-    with atomic_open(
-        path, "w", overwrite=overwrite, on_exists=exists_error, newline="", encoding="utf-8"
-    ) as handle:
-        yield handle
+    try:
+        with atomic_open(
+            path, "w", overwrite=overwrite, on_exists=exists_error, newline="", encoding="utf-8"
+        ) as handle:
+            yield handle
+    except OSError as exc:
+        # As write_bytes_atomic does: one DataError naming the file instead of a raw OSError.
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def to_bgr8(frame: np.ndarray) -> np.ndarray:

@@ -7,24 +7,34 @@ streamed in batches, so memory does not grow with the video's length. `summary.j
 run. Every file is written atomically, and an existing file is never replaced unless
 `overwrite` is set. Each image's detections are also kept in `.istd-parts/<key>.csv`: an image
 is complete when all its files exist, which is what `resume` checks, and `detections.csv` is
-rebuilt from the parts so a resumed run still lists every image.
+rebuilt from the parts so a resumed run still lists every image; `resume` also deletes the
+temporary files a killed run left. A video that ends early (truncated) or whose overlay cannot
+be written keeps the detections of its decoded frames but is reported as failed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from istd.data.io import read_image, write_png_atomic
-from istd.data.video import AtomicVideoWriter, iter_frame_folder, iter_video_frames, video_info
+from istd.data.video import (
+    AtomicVideoWriter,
+    TruncatedVideoError,
+    iter_frame_folder,
+    iter_video_frames,
+    video_info,
+)
 from istd.engine.detections import DETECTION_COLUMNS
 from istd.engine.predict import Prediction, Predictor
 from istd.engine.predict_inputs import (
@@ -51,6 +61,12 @@ __all__ = [
 #: Columns of `detections.csv`; video CSV files add `track_id`.
 CSV_COLUMNS = ["source", "frame", *DETECTION_COLUMNS]
 PARTS = ".istd-parts"
+# What one input's failure may raise; the run records it and goes on with the next input.
+_INPUT_ERRORS = (IstdError, OSError, RuntimeError, cv2.error)
+# Media files this tool writes (folder scans find only media files), and the temporary names
+# of `istd._atomic` writers: `.<name>.<8 random characters><.tmp or the name's extension>`.
+_OWN_MEDIA = re.compile(r".+_(?:mask|prob|overlay)\.png|.+_overlay\.mp4")
+_TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.\w+)")
 
 
 @dataclass
@@ -94,6 +110,35 @@ def outputs_for(item: InputItem, out: Path, options: PredictOptions) -> list[Pat
     if options.overlay:
         names.append(f"{item.key}_overlay.mp4")
     return [out / n for n in names]
+
+
+def _failure_message(item: InputItem, error: BaseException | str) -> str:
+    """One line that starts with the input's path."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if text.startswith(str(item.path)) else f"{item.path}: {text}"
+
+
+def _is_own_output(path: Path, out_dir: Path) -> bool:
+    """Whether a file found in a folder is one this tool wrote into `out_dir` (resolved), or a
+    temporary file of one."""
+    path = path.resolve()
+    if path.parent == out_dir / PARTS:
+        return True
+    temp = _TEMP.fullmatch(path.name)
+    name = temp["name"] if temp else path.name
+    return path.parent == out_dir and _OWN_MEDIA.fullmatch(name) is not None
+
+
+def _remove_stale_temps(out: Path, targets: set[Path]) -> None:
+    """Delete the temporary files a killed run left for these outputs (only these: shards
+    sharing the folder may be writing their own)."""
+    for folder in (out, out / PARTS):
+        for path in folder.iterdir():
+            temp = _TEMP.fullmatch(path.name)
+            if temp is None or folder / temp["name"] not in targets or not path.is_file():
+                continue
+            if temp["suffix"] in (".tmp", Path(temp["name"]).suffix):
+                path.unlink(missing_ok=True)
 
 
 def _rows(source: str, frame: int, prediction: Prediction) -> list[list[object]]:
@@ -154,40 +199,68 @@ def _run_video(
     out: Path,
     options: PredictOptions,
     on_frames: Callable[[int], None],
-) -> int:
-    """Stream one video or frame sequence; returns the number of frames processed."""
+) -> tuple[int, list[str]]:
+    """Stream one video or frame sequence.
+
+    Returns:
+        The number of frames processed, and the problems that did not stop it (a video that
+        ends before its reported frame count, an overlay video that cannot be written): the
+        detections CSV of the decoded frames is written either way.
+    """
     fps = video_info(item.path).fps if item.kind == "video" else 0.0
     tracker = Tracker(options.tracker) if options.track else None
     writer: AtomicVideoWriter | None = None
+    overlay = options.overlay
+    problems: list[str] = []
     count = 0
     csv_path = out / f"{item.key}_detections.csv"
+    overlay_path = out / f"{item.key}_overlay.mp4"
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            yield from _frames(item)
+        except TruncatedVideoError as exc:
+            problems.append(str(exc))  # the frames before the damage are kept
+
     try:
         with atomic_text(csv_path, overwrite=options.overwrite) as handle:
             rows = csv.writer(handle)
             rows.writerow([*CSV_COLUMNS, "track_id"])
-            for batch in _batches(_frames(item), predictor.batch_size):
+            for batch in _batches(frames(), predictor.batch_size):
                 for frame, pred in zip(batch, predictor.predict_batch(batch), strict=True):
                     ids = tracker.update(pred.detections) if tracker else None
                     for k, row in enumerate(_rows(str(item.path), count, pred)):
                         rows.writerow([*row, ids[k] if ids is not None else ""])
-                    if options.overlay:
-                        if writer is None:
-                            if not options.overwrite and (out / f"{item.key}_overlay.mp4").exists():
-                                raise DataError(
-                                    f"{out / (item.key + '_overlay.mp4')}: already exists; not overwritten"
-                                )
-                            size = (frame.shape[1], frame.shape[0])
-                            writer = AtomicVideoWriter(out / f"{item.key}_overlay.mp4", fps, size)
-                        writer.write(draw_overlay(frame, pred.mask, pred.detections, ids))
+                    # A failing overlay writer must not cost the detections: the overlay is
+                    # dropped and reported, and the CSV goes on.
+                    if overlay:
+                        try:
+                            if writer is None:
+                                if not options.overwrite and overlay_path.exists():
+                                    raise DataError(
+                                        f"{overlay_path}: already exists; not overwritten"
+                                    )
+                                size = (frame.shape[1], frame.shape[0])
+                                writer = AtomicVideoWriter(overlay_path, fps, size)
+                            writer.write(draw_overlay(frame, pred.mask, pred.detections, ids))
+                        except _INPUT_ERRORS as exc:
+                            problems.append(str(exc))
+                            overlay = False
+                            if writer is not None:
+                                writer.abort()
+                                writer = None
                     count += 1
                 on_frames(len(batch))
             if writer is not None:
-                writer.close()
+                try:
+                    writer.close()
+                except _INPUT_ERRORS as exc:
+                    problems.append(str(exc))
                 writer = None
     finally:
         if writer is not None:
             writer.abort()
-    return count
+    return count, problems
 
 
 def run_predict(
@@ -204,7 +277,9 @@ def run_predict(
     """Predict every input, write its outputs, `detections.csv` and `summary.json`.
 
     A broken input (missing, empty, truncated, not an image, a video with no decodable frame)
-    is recorded as a failure and the run goes on.
+    or any error while processing one (a file that cannot be written, out of memory) is
+    recorded as that input's failure, with a message starting with its path, and the run goes
+    on. A truncated video keeps the outputs of the frames that decoded.
 
     Args:
         items: inputs with output keys (`expand_inputs` + `assign_keys` + `select_shard`).
@@ -233,13 +308,18 @@ def run_predict(
         raise DataError(
             f"{out} already holds a run ({summary_path.name}); pass --resume to continue it or --overwrite"
         )
-    inputs = {item.path.resolve() for item in items}
+    inputs = {item.path.resolve(): item.path for item in items}
+    if options.resume:
+        every_output = PredictOptions(save_prob=True, overlay=True)
+        targets = {t for item in items for t in outputs_for(item, out, every_output)}
+        _remove_stale_temps(out, targets | {summary_path, detections_path})
     failures: list[dict[str, str]] = []
     processed = skipped = frames = 0
     start = time.perf_counter()
     batch: list[tuple[InputItem, np.ndarray, PredictOptions]] = []
 
-    def fail(item: InputItem, message: str) -> None:
+    def fail(item: InputItem, error: BaseException | str) -> None:
+        message = _failure_message(item, error)
         failures.append({"path": str(item.path), "error": message})
         if on_failure:
             on_failure(item, message)
@@ -250,17 +330,17 @@ def run_predict(
             return
         try:
             preds = predictor.predict_batch([image for _, image, _ in batch])
-        except IstdError as exc:
+        except _INPUT_ERRORS as exc:
             for item, _, _ in batch:
-                fail(item, str(exc))
+                fail(item, exc)
             preds = []
         for (item, image, item_options), pred in zip(batch, preds, strict=False):
             try:
                 _write_image_outputs(item, image, pred, out, item_options)
                 processed += 1
                 frames += 1
-            except IstdError as exc:
-                fail(item, str(exc))
+            except _INPUT_ERRORS as exc:
+                fail(item, exc)
         if on_frames:
             on_frames(len(batch))
         batch.clear()
@@ -272,8 +352,13 @@ def run_predict(
         if item.kind == "missing":
             fail(item, f"{item.path}: no such file or folder")
             continue
-        if any(t.resolve() in inputs for t in targets):
-            fail(item, f"{item.path}: an output would overwrite an input; choose another --out")
+        clash = next((t for t in targets if t.resolve() in inputs), None)
+        if clash is not None:
+            fail(
+                item,
+                f"{item.path}: its output would overwrite an input "
+                f"({inputs[clash.resolve()]}); choose another --out",
+            )
             continue
         if options.resume and all(t.exists() for t in targets):
             skipped += 1
@@ -294,10 +379,16 @@ def run_predict(
                 batch.append((item, image, item_options))
                 continue
             flush()
-            frames += _run_video(item, predictor, out, item_options, on_frames or (lambda n: None))
-            processed += 1
-        except IstdError as exc:
-            fail(item, str(exc))
+            done, problems = _run_video(
+                item, predictor, out, item_options, on_frames or (lambda n: None)
+            )
+            frames += done
+            if problems:
+                fail(item, "; ".join(problems))
+            else:
+                processed += 1
+        except _INPUT_ERRORS as exc:
+            fail(item, exc)
     flush()
     _write_detections(items, out, detections_path)
     seconds = time.perf_counter() - start
@@ -379,9 +470,10 @@ def predict_paths(
     """
     k_of_n = parse_shard(shard)
     found = expand_inputs(paths, recursive=recursive, glob=glob, sequence=sequence, stdin=stdin)
-    # Outputs of an earlier run inside an input folder are not inputs.
+    # Outputs of an earlier run found in a scanned folder are not inputs; files the user named
+    # always are (an input whose output would replace another is refused by run_predict).
     out_dir = Path(out).resolve()
-    items = assign_keys([i for i in found if not i.path.resolve().is_relative_to(out_dir)])
+    items = assign_keys([i for i in found if i.explicit or not _is_own_output(i.path, out_dir)])
     if not items:
         raise DataError(
             f"no images or videos found in {', '.join(map(str, paths)) or 'the inputs'}"

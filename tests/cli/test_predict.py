@@ -223,3 +223,38 @@ def test_first_run_compile_is_announced(tmp_path: Path, monkeypatch: pytest.Monk
         app, ["predict", str(src), "--model", "tophat", "--out", str(tmp_path / "b")]
     )
     assert tophat.exit_code == 0 and "compiling" not in tophat.output
+
+
+def test_inputs_inside_out_are_not_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _images(tmp_path / "c")
+    _images(tmp_path / "b")
+    monkeypatch.chdir(tmp_path)
+    named = ["predict", "c/img0.png", "b/img0.png", "--out", "c", "--model", "tophat"]
+    result = runner.invoke(app, named)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["processed"] == 2
+    scanned = ["predict", "c", "--out", "c", "--model", "tophat", "--resume"]
+    result = runner.invoke(app, scanned)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    # The earlier run's img0-<hash>_mask.png files are not read back as inputs.
+    assert summary["inputs"] == 3 and summary["processed"] == 3 and not summary["failures"]
+    (tmp_path / "top.png").write_bytes((tmp_path / "b" / "img1.png").read_bytes())
+    for extra in ([], ["--resume"]):
+        result = runner.invoke(app, ["predict", ".", "--out", ".", "--model", "tophat", *extra])
+        assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["inputs"] == 1 and summary["skipped"] == 1
+    assert (tmp_path / "top_mask.png").exists()
+
+
+def test_first_run_note_follows_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import istd.ops
+
+    src = _images(tmp_path / "in")
+    weights = save_pretrained(build_model("tophat"), tmp_path / "w")  # not MiM-ISTD
+    monkeypatch.setattr(istd.ops, "cpu_kernels_cached", lambda: False)
+    args = ["predict", str(src), "--weights", str(weights), "--out", str(tmp_path / "a")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "compiling" not in result.output

@@ -187,6 +187,27 @@ def test_broken_file_message_says_what(tmp_path: Path, kind: str, words: str) ->
         read_image(_broken(tmp_path, kind))
 
 
+@pytest.mark.parametrize("kind", ["png", "jpg", "palette"])
+def test_large_image_is_not_called_a_decompression_bomb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # A small limit stands in for Pillow's 89 M pixels: 30 x 40 is beyond twice of it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    path = tmp_path / f"large.{'jpg' if kind == 'jpg' else 'png'}"
+    if kind == "palette":
+        Image.fromarray(BGR8[..., 0]).convert("P").resize((40, 30)).save(path)
+    else:
+        _write(path, cv2.resize(BGR8, (40, 30)))
+    raw = decode_image(path)
+    assert raw.size == (40, 30)
+    assert raw.mode == ("palette 8-bit" if kind == "palette" else "RGB 8-bit")
+    assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's own setting is left alone
+    with pytest.raises(DataError, match="truncated"):
+        read_image(_broken(tmp_path, "truncated-png"))
+    with pytest.raises(DataError, match="truncated"):
+        read_image(_broken(tmp_path, "jpeg-without-eoi"))
+
+
 def test_float_tiff_rejected(tmp_path: Path) -> None:
     path = _write(tmp_path / "f.tif", (GREY8 / 255.0).astype(np.float32))
     with pytest.raises(DataError, match="8-bit or 16-bit"):

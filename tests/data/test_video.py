@@ -10,6 +10,7 @@ import pytest
 
 from istd.data.video import (
     AtomicVideoWriter,
+    TruncatedVideoError,
     frame_folder_paths,
     iter_frame_folder,
     iter_video_frames,
@@ -61,6 +62,17 @@ def test_broken_videos_raise(tmp_path: Path, content: bytes) -> None:
         list(iter_video_frames(bad))
 
 
+def _collect(frames) -> tuple[list[np.ndarray], DataError | None]:
+    """Consume a frame iterator; return its frames and the error it ended with, if any."""
+    out: list[np.ndarray] = []
+    try:
+        for frame in frames:
+            out.append(frame)
+    except DataError as exc:
+        return out, exc
+    return out, None
+
+
 def test_truncated_video_yields_what_decodes(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mkv"
     # Matroska keeps its index up front, so a cut file still gives its first frames.
@@ -71,8 +83,46 @@ def test_truncated_video_yields_what_decodes(tmp_path: Path) -> None:
     data = clip.read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
-    frames = list(iter_video_frames(cut))
+    frames, error = _collect(iter_video_frames(cut))
     assert 0 < len(frames) < 20
+    assert isinstance(error, TruncatedVideoError)
+    assert str(error) == f"{cut}: decoded {len(frames)} of 20 frames (truncated or corrupt video)"
+
+
+def test_truncated_mjpg_avi_is_reported(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(20):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    frames, error = _collect(iter_video_frames(clip))
+    assert len(frames) == 20 and error is None  # the whole file: no complaint
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    frames, error = _collect(iter_video_frames(cut))
+    assert 0 < len(frames) < 19
+    assert isinstance(error, TruncatedVideoError) and "\n" not in str(error)
+    assert str(error).startswith(f"{cut}: decoded {len(frames)} of 20 frames")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (33, 17), (2, 3)])
+def test_writer_pads_odd_and_tiny_frames(tmp_path: Path, size: tuple[int, int]) -> None:
+    width, height = size
+    clip = tmp_path / "odd.mp4"
+    frame = np.zeros((height, width), np.uint8)
+    frame[-1, :] = frame[:, -1] = 255  # the last row and column are bright
+    with AtomicVideoWriter(clip, 10.0, size) as writer:
+        for _ in range(3):
+            writer.write(frame)
+    frames = list(iter_video_frames(clip))
+    # The whole frame is kept: the video is the frame padded to even sizes of at least 2 x 2.
+    padded = (max(2, height + height % 2), max(2, width + width % 2))
+    assert len(frames) == 3 and all(f.shape == padded for f in frames)
+    last = frames[0][:height, :width]
+    assert last[-1, :].mean() > 0.7 and last[:, -1].mean() > 0.7
+    assert [p.name for p in tmp_path.iterdir()] == ["odd.mp4"]
 
 
 def test_frame_folder_natural_order(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from istd.engine.detections import DETECTION_COLUMNS, detections_to_frame, find_detections
 from istd.errors import DataError
@@ -54,3 +55,23 @@ def test_frame_columns() -> None:
     prob[1, 1] = 1.0
     frame = detections_to_frame(find_detections(prob))
     assert list(frame.columns) == DETECTION_COLUMNS and frame.loc[0, "area"] == 1
+
+
+def test_target_ids_follow_raster_order_of_first_pixel() -> None:
+    # OpenCV labels 2 x 2 blocks: the pixel at (x=0, y=1) got label 1 before the one at (10, 0).
+    prob = np.zeros((4, 12), np.float32)
+    prob[0, 10] = 0.9
+    prob[1, 0] = 0.8
+    first, second = find_detections(prob)
+    assert (first.target_id, first.x, first.y) == (0, 10, 0)
+    assert (second.target_id, second.x, second.y) == (1, 0, 1)
+    # Many objects: the same order as scipy's labelling, which numbers objects in raster order.
+    rng = np.random.default_rng(0)
+    prob = (rng.random((64, 64)) > 0.8).astype(np.float32)
+    labels, count = ndimage.label(prob > 0.5, structure=np.ones((3, 3)))
+    dets = find_detections(prob)
+    assert len(dets) == count > 20
+    for d in dets:
+        ys, xs = np.nonzero(labels == d.target_id + 1)
+        assert (d.area, d.x, d.y) == (len(ys), xs.min(), ys.min())
+        assert (d.cx, d.cy) == pytest.approx((xs.mean(), ys.mean()))
