@@ -99,7 +99,8 @@ def evaluate(
                 if on_image is not None:
                     record = metrics.last_record or {}
                     image = images[b, 0].cpu().numpy()  # (H, W)
-                    on_image(image_id or str(b), image, probs[b], gts[b], record)
+                    # The record's id: the loader's, or the image's running index in `metrics`.
+                    on_image(record["image"], image, probs[b], gts[b], record)
             if on_step is not None:
                 on_step(int(probs.shape[0]))
     finally:
@@ -208,7 +209,14 @@ def _resolve_device(device: str) -> torch.device:
 
 
 def _label(source: str, used: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source).name) or "model"
+    """A short, unique name for a source; it names the run's sub-folder, so it holds no path
+    separator and is never '.' or '..'."""
+    name = Path(source).name
+    if not name.strip("."):  # '', '.', '..': name the folder the source points to
+        name = Path(source).resolve().name
+    base = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if not base.strip("."):
+        base = "model"
     label, n = base, 2
     while label in used:
         label, n = f"{base}-{n}", n + 1
@@ -275,10 +283,12 @@ def run_evaluation(
     index = open_dataset(data, layout=layout)
     split = split or index.test_split
     samples = index.samples(split, limit=limit)
+    if not samples:  # checked before --out is created, so that no empty folder is left behind
+        raise DataError(f"{data}: split {split!r} holds no samples")
     # Load every model before writing anything, so a bad source fails fast and leaves no files.
     models = [(s, from_pretrained(s, device=dev)) for s in sources]
     out_dir = prepare_out_dir(out, overwrite)
-    dataset = IRSTDDataset(samples)
+    dataset = IRSTDDataset(samples, split=split)
     data_facts = {
         "dataset": str(Path(data)),
         "layout": index.layout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,13 @@ def _test_split_of(index: DatasetIndex, train_split: str) -> str | None:
     return index.test_split if index.has_test_split else None
 
 
-def ids_sha256(samples: list[Sample]) -> str:
-    """sha256 of the ids, one per line in order: identifies exactly which images were used."""
-    return hashlib.sha256("".join(f"{s.id}\n" for s in samples).encode()).hexdigest()
+def ids_sha256(samples: Sequence[Sample]) -> str:
+    """sha256 of the ids, one per line in order: identifies exactly which images were used.
+
+    Ids from non-UTF-8 file names hold surrogate escapes; they hash as the name's own bytes.
+    """
+    text = "".join(f"{s.id}\n" for s in samples)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def make_train_loader(

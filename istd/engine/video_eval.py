@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import time
@@ -28,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from istd.data.video import VIDEO_SUFFIXES, iter_video_frames
 from istd.engine.predict import Predictor
@@ -49,11 +49,26 @@ __all__ = [
 _HEADER = ["frame", "x", "y", "w", "h"]
 
 
+def _field(value: str, path: Path, line: int) -> float:
+    """One box field: empty is NaN (no target); anything else must be a finite number."""
+    value = value.strip()
+    if not value:
+        return math.nan
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):  # also refuses a literal 'nan' / 'inf' / '1e400'
+        raise DataError(f"{path}, line {line}: non-numeric or non-finite value {value!r}")
+    return number
+
+
 def read_box_labels(path: str | Path) -> np.ndarray:
     """Read a per-frame box CSV.
 
     Args:
-        path: CSV with the header `frame,x,y,w,h`.
+        path: CSV with the header `frame,x,y,w,h`; every non-blank row has exactly these five
+            fields, x, y, w, h all empty when the frame has no target (e.g. `3,,,,`).
 
     Returns:
         float64 (F, 4) array of MATLAB boxes x, y, w, h, one row per frame 0..F-1; NaN rows
@@ -61,16 +76,20 @@ def read_box_labels(path: str | Path) -> np.ndarray:
 
     Raises:
         DataError: missing or malformed file, a `slot,...` file that is not frame-aligned,
-            frames not numbered 0..F-1, a partly filled row or a box of non-positive size.
+            a row without exactly five fields, a non-finite value, frames not numbered
+            0..F-1, a partly filled row or a box of non-positive size.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        # utf-8-sig: a spreadsheet's byte-order mark would otherwise stick to 'frame'.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            lines = [(reader.line_num, row) for row in reader if row]  # blank lines skipped
+    except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    header = [c.strip() for c in table.columns]
+    header = [c.strip() for c in lines[0][1]] if lines else []
     if header and header[0] == "slot":
         raise DataError(
             f"{path}: labels are per annotation slot ('slot,...'), not per frame, so they cannot "
@@ -78,13 +97,23 @@ def read_box_labels(path: str | Path) -> np.ndarray:
         )
     if header != _HEADER:
         raise DataError(f"{path}: header must be {','.join(_HEADER)}, got {','.join(header)}")
-    table.columns = _HEADER
-    try:
-        frames = table["frame"].astype(int).to_numpy()
-        boxes = table[["x", "y", "w", "h"]].replace("", "nan").astype(float).to_numpy()
-    except ValueError as exc:
-        raise DataError(f"{path}: non-numeric value ({exc})") from None
-    if not np.array_equal(frames, np.arange(len(frames))):
+    frames: list[int] = []
+    rows: list[list[float]] = []
+    for line, row in lines[1:]:
+        # Exactly five fields: a short row ('0') is not "no target" (that is '0,,,,'), and a
+        # trailing comma would shift the columns.
+        if len(row) != len(_HEADER):
+            raise DataError(
+                f"{path}, line {line}: expected {len(_HEADER)} fields {','.join(_HEADER)}, "
+                f"got {len(row)}"
+            )
+        try:
+            frames.append(int(row[0]))
+        except ValueError:
+            raise DataError(f"{path}, line {line}: non-numeric frame {row[0]!r}") from None
+        rows.append([_field(v, path, line) for v in row[1:]])
+    boxes = np.array(rows, dtype=np.float64).reshape(-1, 4)  # (F, 4)
+    if frames != list(range(len(frames))):
         raise DataError(f"{path}: frames must be numbered 0, 1, 2, ... one row each")
     empty = np.isnan(boxes)
     partial = np.flatnonzero(empty.any(axis=1) & ~empty.all(axis=1))

@@ -28,48 +28,85 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def pd_fa_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """Pd against Fa (x 1e-6) at each sweep threshold, one line per model.
+def _note(ax: Any, text: str) -> None:
+    """Say in the plot why it is empty, rather than leaving blank axes."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
-    Args:
-        curves: model label -> `Metrics.curves()` (its `pd_fa` entry is used).
-    """
+
+def _pd_fa_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot()
+    fa_max = 0.0
+    any_pd = False
     for name, cur in curves.items():
         pf = cur["pd_fa"]
         fa = np.asarray(pf["fa"], dtype=np.float64) * 1e6
         pd = np.asarray(pf["pd"], dtype=np.float64)
         ax.plot(fa, pd, marker="o", markersize=3, label=name)
+        any_pd |= bool(np.isfinite(pd).any())
+        fa_max = max(fa_max, float(np.nanmax(fa, initial=0.0)))
     ax.set_xlabel("Fa (x 1e-6): false-alarm pixels / all pixels")
     ax.set_ylabel("Pd: detected targets / targets")
     ax.set_ylim(0, 1.02)
     # Fa spans orders of magnitude between low and high thresholds: log scale, zero kept at left.
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(left=0)
+    if not any_pd:  # Pd is NaN at every threshold: nothing to draw, the x-range would be arbitrary
+        ax.set_xlim(0, max(fa_max, 1.0))
+        _note(ax, "no targets in this split: Pd undefined")
     ax.grid(True, alpha=0.3)
     ax.set_title("Pd-Fa over probability thresholds")
     ax.legend(loc="lower right", fontsize=8)
-    return _png(fig)
+    return fig
 
 
-def roc_png(curves: Mapping[str, Mapping[str, Any]], aucs: Mapping[str, float]) -> bytes:
-    """Pixel-level ROC (true-positive rate against false-positive rate), one line per model."""
+def pd_fa_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Pd against Fa (x 1e-6) at each sweep threshold, one line per model.
+
+    Args:
+        curves: model label -> `Metrics.curves()` (its `pd_fa` entry is used).
+    """
+    return _png(_pd_fa_figure(curves))
+
+
+def _roc_figure(curves: Mapping[str, Mapping[str, Any]], aucs: Mapping[str, float]) -> Figure:
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot()
-    for name, cur in curves.items():
-        fpr = np.asarray(cur["roc"]["fpr"], dtype=np.float64)
-        tpr = np.asarray(cur["roc"]["tpr"], dtype=np.float64)
-        keep = fpr > 0  # the log axis cannot show fpr = 0
-        ax.plot(fpr[keep], tpr[keep], label=f"{name} (AUC {aucs.get(name, float('nan')):.4f})")
+    rocs = {
+        name: (np.asarray(c["roc"]["fpr"], np.float64), np.asarray(c["roc"]["tpr"], np.float64))
+        for name, c in curves.items()
+    }
+    # The log axis cannot show fpr = 0, yet those points (a clean model's best) matter: draw them
+    # at the axis' left edge, a decade below the smallest positive fpr.
+    positive = [f[f > 0] for f, _ in rocs.values()]
+    smallest = min((float(p.min()) for p in positive if p.size), default=1.0)
+    left = smallest / 10
+    has_zero = False
+    for name, (fpr, tpr) in rocs.items():
+        has_zero |= bool((fpr == 0).any())
+        auc = aucs.get(name, float("nan"))
+        x = np.where(fpr == 0, left, fpr)
+        ax.plot(x, tpr, marker="o", markersize=3, label=f"{name} (AUC {auc:.4f})")
     ax.set_xscale("log")
-    ax.set_xlabel("false-positive rate (pixels)")
+    ax.set_xlim(left=left * 0.8, right=1.2)
+    zero = " (fpr = 0 drawn at the left edge)" if has_zero else ""
+    ax.set_xlabel(f"false-positive rate (pixels){zero}")
     ax.set_ylabel("true-positive rate (pixels)")
     ax.set_ylim(0, 1.02)
+    if not any(np.isfinite(t).any() for _, t in rocs.values()):
+        _note(ax, "no target pixels in this split: TPR undefined")
     ax.grid(True, alpha=0.3)
     ax.set_title("Pixel ROC")
     ax.legend(loc="lower right", fontsize=8)
-    return _png(fig)
+    return fig
+
+
+def roc_png(curves: Mapping[str, Mapping[str, Any]], aucs: Mapping[str, float]) -> bytes:
+    """Pixel-level ROC (true-positive rate against false-positive rate), one line per model.
+
+    Points with fpr = 0, which a log axis cannot place, are drawn at the axis' left edge.
+    """
+    return _png(_roc_figure(curves, aucs))
 
 
 def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ Every file is written atomically (temporary file, fsync, rename) through
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -47,14 +48,53 @@ COLUMNS = (
     ("roc_auc", "ROC AUC", 1.0),
 )
 DEFINITIONS = (
-    "IoU sums intersections and unions over the split; nIoU averages per-image IoU (images "
-    "with empty prediction and ground truth score 0); Pd counts targets (8-connected ground-truth "
-    "components) matched, first match in label order, by a predicted object whose centroid is "
-    "less than {distance:g} px away; Fa counts pixels of predicted objects that matched no "
-    "target over all pixels, printed x1e-6. Binarised as probability > {threshold:g} at native "
-    "resolution. Pd-Fa area: normalised area under Pd(Fa) for Fa in [0, 100 x1e-6]. "
-    "See docs/metrics.md."
+    "IoU sums intersections and unions over the split; nIoU averages per-image IoU ({niou}); "
+    "Pd counts targets (8-connected ground-truth components) matched by a predicted object "
+    "whose centroid is less than {distance:g} px away, {matching}; Fa counts pixels of predicted "
+    "objects that matched no target over all pixels, printed x1e-6. Binarised as probability > "
+    "{threshold:g} at native resolution. Pd-Fa area: normalised area under Pd(Fa) for Fa in "
+    "[0, 100 x1e-6]. See docs/metrics.md."
 )
+# The wording of each `Metrics` option, so that the text states the run's own settings.
+MATCHING_TEXT = {
+    "first": "greedily: each target, in label order, takes the first still-unmatched object "
+    "in range (BasicIRSTD)",
+    "optimal": "one-to-one: the assignment with the most matches, then the least total distance",
+}
+NIOU_EMPTY_TEXT = {
+    "zero": "images with empty prediction and ground truth score 0",
+    "one": "images with empty prediction and ground truth score 1",
+    "skip": "images with empty prediction and ground truth are left out",
+}
+GALLERY_ID_BYTES = 80  # id part of a gallery file name: far below the 255-byte name limit
+
+
+def _definitions(m: dict[str, Any]) -> str:
+    """The metric definitions under the settings `m` (a `Metrics.compute()`) was computed with."""
+    return DEFINITIONS.format(
+        niou=NIOU_EMPTY_TEXT[m["niou_empty"]],
+        distance=m["distance"],
+        matching=MATCHING_TEXT[m["matching"]],
+        threshold=m["threshold"],
+    )
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of report text. Ids from non-UTF-8 file names (surrogate-escaped by the OS
+    decoding) would not encode; their raw bytes are shown as \\xNN escapes instead."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+
+
+def _gallery_name(k: int, image_id: str) -> str:
+    """`gallery/NN_<id>.png` with a file-system-safe id. Long ids are cut to
+    `GALLERY_ID_BYTES` UTF-8 bytes (at a character boundary) plus a short hash of the whole id,
+    so that the name, with the atomic writer's temporary suffix, stays within 255 bytes; `NN`
+    keeps names unique."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+    if len(safe.encode()) > GALLERY_ID_BYTES:
+        digest = hashlib.sha256(image_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        safe = safe.encode()[:GALLERY_ID_BYTES].decode(errors="ignore") + "-" + digest
+    return f"gallery/{k:02d}_{safe}.png"
 
 
 @dataclass
@@ -182,7 +222,7 @@ def _markdown(run: EvalRun, gallery_files: list[str]) -> str:
         "",
         _md_table(metrics_table([run])),
         "",
-        DEFINITIONS.format(distance=m["distance"], threshold=m["threshold"]),
+        _definitions(m),
         "",
         f"Pixel precision {_fmt(m['precision'], 100)} %, recall {_fmt(m['recall'], 100)} %; "
         f"target precision {_fmt(m['target_precision'], 100)} %, recall "
@@ -229,7 +269,7 @@ def _html(run: EvalRun, figures: dict[str, bytes], gallery_png: list[bytes]) -> 
         f"<p>{html.escape(str(f.get('dataset', '?')))}, split <code>{html.escape(str(f.get('split', '?')))}</code> "
         f"({m['n_images']} images, {m['n_targets']} targets).</p>",
         table,
-        f"<p>{html.escape(DEFINITIONS.format(distance=m['distance'], threshold=m['threshold']))}</p>",
+        f"<p>{html.escape(_definitions(m))}</p>",
     ]
     for name in ("pd_fa.png", "roc.png"):
         if name in figures:
@@ -239,8 +279,9 @@ def _html(run: EvalRun, figures: dict[str, bytes], gallery_png: list[bytes]) -> 
             "<h2>Worst images</h2><p>Green: ground truth; red: prediction; yellow: both.</p>"
         )
         for item, png in zip(run.gallery, gallery_png, strict=True):
-            # Small targets: show small frames at twice their size, large ones no wider than 1000 px.
-            w = max(item.overlay.shape[1], min(2 * item.overlay.shape[1], 1000))
+            # Small targets: show frames up to twice their size, but no wider than 1000 px so that
+            # they fit the 1100 px page (wider frames are shrunk; gallery/ keeps full resolution).
+            w = min(2 * item.overlay.shape[1], 1000)
             tag = _img_tag(png, item.caption, w).replace("<img ", '<img class="g" ')
             parts.append(
                 f"<figure>{tag}<figcaption>{html.escape(item.caption)}</figcaption></figure>"
@@ -267,7 +308,7 @@ def write_report(out_dir: str | Path, run: EvalRun, overwrite: bool = False) -> 
     columns = ["image", "height", "width", "targets", "detected", "objects",
                "false_alarm_objects", "false_alarm_pixels", "iou"]  # fmt: skip
     pd.DataFrame(run.per_image, columns=columns).to_csv(csv, index=False)
-    files.append(put("per_image.csv", csv.getvalue().encode()))
+    files.append(put("per_image.csv", _utf8(csv.getvalue())))
     figures: dict[str, bytes] = {}
     if run.curves is not None:
         figures["pd_fa.png"] = pd_fa_png({run.label: run.curves})
@@ -276,11 +317,10 @@ def write_report(out_dir: str | Path, run: EvalRun, overwrite: bool = False) -> 
     gallery_png = [_png_rgb(item.overlay) for item in run.gallery]
     gallery_files = []
     for k, (item, png) in enumerate(zip(run.gallery, gallery_png, strict=True)):
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.image_id)
-        gallery_files.append(f"gallery/{k:02d}_{safe}.png")
+        gallery_files.append(_gallery_name(k, item.image_id))
         files.append(put(gallery_files[-1], png))
-    files.append(put("report.md", _markdown(run, gallery_files).encode()))
-    files.append(put("report.html", _html(run, figures, gallery_png).encode()))
+    files.append(put("report.md", _utf8(_markdown(run, gallery_files))))
+    files.append(put("report.html", _utf8(_html(run, figures, gallery_png))))
     return files
 
 
@@ -292,7 +332,7 @@ def write_comparison(
     df = metrics_table(runs)
     files = [
         write_bytes_atomic(
-            out / "comparison.csv", df.to_csv(index=False).encode(), overwrite=overwrite
+            out / "comparison.csv", _utf8(df.to_csv(index=False)), overwrite=overwrite
         )
     ]
     first = runs[0]
@@ -306,7 +346,7 @@ def write_comparison(
         "",
         _md_table(df),
         "",
-        DEFINITIONS.format(distance=m["distance"], threshold=m["threshold"]),
+        _definitions(m),
         "",
         "Per-model reports: " + ", ".join(f"[{r.label}]({r.label}/report.md)" for r in runs),
         "",
@@ -320,6 +360,6 @@ def write_comparison(
         )
         md += ["![Pd-Fa](pd_fa_compare.png)", ""]
     files.append(
-        write_bytes_atomic(out / "comparison.md", "\n".join(md).encode(), overwrite=overwrite)
+        write_bytes_atomic(out / "comparison.md", _utf8("\n".join(md)), overwrite=overwrite)
     )
     return files

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from istd.data import IRSTDDataset
 from istd.data.io import write_png_atomic
-from istd.engine.evaluate import evaluate, run_evaluation
+from istd.engine.evaluate import _label, evaluate, run_evaluation
 from istd.errors import DataError, WeightsError
 from istd.metrics import Metrics
 from istd.metrics.report import prepare_out_dir
@@ -153,3 +156,65 @@ def test_real_nuaa_sirst_test_split(nuaa_sirst: Path, tmp_path: Path) -> None:
     assert run.facts["split"] == "test" and run.metrics["n_images"] == 4
     assert run.metrics["n_targets"] >= 4 and 0.0 <= run.metrics["iou"] <= 1.0
     assert run.curves is not None and len(run.curves["pd_fa"]["pd"]) > 5
+
+
+def test_empty_split_is_named_and_leaves_no_folder(tmp_path: Path) -> None:
+    data = _synthetic(tmp_path / "ds")
+    (data / "trainval.txt").write_text("img0\nimg1\nimg2\n")
+    (data / "test.txt").write_text("\n")  # a split file listing nothing
+    out = tmp_path / "never"
+    with pytest.raises(DataError, match="split 'test' holds no samples"):
+        run_evaluation(["tophat"], data, out, split="test")
+    assert not out.exists()
+
+
+def test_on_image_gets_the_record_ids_without_loader_ids() -> None:
+    # A loader of (images, masks) only, two batches of two: the hook's ids must be the records'
+    # running indices, not the index within the batch.
+    images = torch.zeros(2, 1, 5, 6)
+    images[:, :, 2, 3] = 1.0
+    metrics, seen = Metrics(), []
+    evaluate(
+        BrightIsTarget(),
+        [(images, images.clone())] * 2,
+        metrics,
+        "cpu",
+        on_image=lambda i, im, p, g, r: seen.append((i, r["image"])),
+    )
+    assert seen == [("0", "0"), ("1", "1"), ("2", "2"), ("3", "3")]
+    assert [r["image"] for r in metrics.per_image()] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("source", ["..", ".", "", "sub/..", "/", "..."])
+def test_labels_are_safe_folder_names(source: str) -> None:
+    label = _label(source, set())
+    assert label and label.strip(".") and "/" not in label and "\\" not in label
+
+
+def test_dot_dot_source_runs_in_its_own_sub_folder(tmp_path: Path, monkeypatch) -> None:
+    from istd.models import build_model, save_pretrained
+
+    data = _synthetic(tmp_path / "ds")
+    save_pretrained(build_model("mim-istd-test"), tmp_path / "w")
+    (tmp_path / "w" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "w" / "sub")
+    out = tmp_path / "runs" / "cmp"
+    summary = run_evaluation(["..", "tophat"], data, out, gallery=0)
+    assert [r.label for r in summary.runs] == ["w", "tophat"]  # '..' named by its folder
+    assert (out / "w" / "report.md").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["cmp"]  # nothing beside --out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system taking any bytes")
+def test_non_utf8_file_names(tmp_path: Path) -> None:
+    data = _synthetic(tmp_path / "ds", sizes=((24, 31),))
+    for sub in ("images", "masks"):  # img0.png -> b'caf\xe9.png' (Latin-1, not UTF-8)
+        os.rename(data / sub / "img0.png", os.fsdecode(os.fsencode(data / sub) + b"/caf\xe9.png"))
+    out = tmp_path / "r"
+    summary = run_evaluation(["tophat"], data, out, gallery=1)
+    facts = summary.runs[0].facts
+    assert facts["ids"] == ["caf\udce9"]
+    assert facts["ids_sha256"] == hashlib.sha256(b"caf\xe9\n").hexdigest()  # the name's bytes
+    assert (out / "per_image.csv").read_text().splitlines()[1].startswith("caf\\xe9,")
+    assert "caf\\xe9" in (out / "report.md").read_text()
+    assert "caf\\xe9" in (out / "report.html").read_text()

@@ -41,6 +41,10 @@ def test_read_labels(tmp_path: Path) -> None:
     assert (
         boxes.shape == (2, 4) and boxes[0].tolist() == [1.5, 2, 3, 4] and np.isnan(boxes[1]).all()
     )
+    # CRLF line ends, a byte-order mark, a blank line and padded fields are accepted.
+    text = "\ufeffframe,x,y,w,h\r\n0, 1,2,3,4\r\n\r\n1,,,,\r\n"
+    boxes = read_box_labels(_csv(tmp_path / "b.csv", text))
+    assert boxes.shape == (2, 4) and boxes[0].tolist() == [1, 2, 3, 4] and np.isnan(boxes[1]).all()
 
 
 @pytest.mark.parametrize(
@@ -52,6 +56,11 @@ def test_read_labels(tmp_path: Path) -> None:
         ("frame,x,y,w,h\n0,1,1,,\n", "partly"),
         ("frame,x,y,w,h\n0,1,1,0,2\n", "non-positive"),
         ("frame,x,y,w,h\n0,a,1,2,2\n", "non-numeric"),
+        ("frame,x,y,w,h\n0,inf,1,2,2\n", "line 2: non-numeric or non-finite value 'inf'"),
+        ("frame,x,y,w,h\n0,1,1,1e400,2\n", "line 2: .*non-finite value '1e400'"),
+        ("frame,x,y,w,h\n0,nan,nan,nan,nan\n", "line 2: .*non-finite"),  # no target is '0,,,,'
+        ("frame,x,y,w,h\n0,,,,\n1\n", "line 3: expected 5 fields frame,x,y,w,h, got 1"),
+        ("frame,x,y,w,h\n0,1,1,2,2,\n", "line 2: expected 5 fields .* got 6"),  # trailing comma
     ],
 )
 def test_bad_labels(tmp_path: Path, text: str, match: str) -> None:

@@ -1,15 +1,25 @@
-"""Report pieces: overlays, strict JSON, table scaling and the Pd-Fa area."""
+"""Report pieces: overlays, strict JSON, table scaling, the Pd-Fa area, gallery names, the\ndefinitions text, non-UTF-8 ids and the figures."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from istd.metrics import Metrics
+from istd.metrics._figures import _pd_fa_figure, _roc_figure
 from istd.metrics.functional import auc, pd_fa_area
-from istd.metrics.report import EvalRun, metrics_table, overlay, to_json
+from istd.metrics.report import (
+    EvalRun,
+    GalleryItem,
+    metrics_table,
+    overlay,
+    to_json,
+    write_report,
+)
 
 
 def test_overlay_outlines_gt_green_and_prediction_red() -> None:
@@ -52,3 +62,79 @@ def test_pd_fa_area() -> None:
     with pytest.raises(ValueError):
         pd_fa_area(np.array([0.0]), np.array([1.0]), 0.0)
     assert auc(np.array([0.0, 1.0]), np.array([0.0, 1.0])) == 0.5
+
+
+def _run(ids: list[str], widths: tuple[int, ...] = (), **settings) -> EvalRun:
+    """A small run: one image per id (its records and gallery item), plus frames of `widths`."""
+    m = Metrics(**settings)
+    gt = np.zeros((8, 12), bool)
+    gt[3:5, 4:6] = True
+    for image_id in ids:
+        m.update(gt.astype(np.float32) * 0.9, gt, image_id=image_id)
+    items = [GalleryItem(i, overlay(np.zeros((8, 12)), gt, gt), f"{i}: caption") for i in ids]
+    items += [GalleryItem(f"w{w}", np.zeros((4, w, 3), np.uint8), f"w{w}") for w in widths]
+    curves = m.curves() if m.has_curves else None
+    return EvalRun("m", m.compute(), curves, m.per_image(), {"split": "test"}, items)
+
+
+def test_long_and_non_ascii_ids_get_short_unique_gallery_names(tmp_path: Path) -> None:
+    ids = ["x" * 300, "x" * 301, "图" * 100, "img1"]
+    files = write_report(tmp_path, _run(ids))
+    gallery = sorted(p.name for p in files if p.parent.name == "gallery")
+    assert len(set(gallery)) == 4 and "03_img1.png" in gallery  # short ids stay as they were
+    assert max(len(name.encode()) for name in gallery) <= 100
+    # Cut at a character boundary, and the full id's hash keeps cut ids apart.
+    assert any(name.startswith("02_" + "图" * 26 + "-") for name in gallery)
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_definitions_follow_the_run_settings(tmp_path: Path) -> None:
+    write_report(tmp_path / "a", _run(["a"]))
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert "in label order" in text and "score 0" in text
+    write_report(tmp_path / "b", _run(["a"], matching="optimal", niou_empty="skip"))
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / "b" / name).read_text()
+        assert "label order" not in text and "one-to-one" in text
+        assert "score 0" not in text and "are left out" in text
+
+
+def test_surrogate_escaped_ids_are_shown_escaped(tmp_path: Path) -> None:
+    write_report(tmp_path, _run(["caf\udce9"]))  # b'caf\xe9.png' as decoded by the OS
+    assert (tmp_path / "per_image.csv").read_text().splitlines()[1].startswith("caf\\xe9,")
+    assert "caf\\xe9: caption" in (tmp_path / "report.md").read_text()
+    assert "caf\\xe9: caption" in (tmp_path / "report.html").read_text()
+    assert (tmp_path / "gallery" / "00_caf_.png").is_file()
+
+
+def test_html_gallery_width_doubles_small_frames_up_to_1000_px(tmp_path: Path) -> None:
+    write_report(tmp_path, _run([], widths=(100, 700, 1500)))
+    widths = re.findall(
+        r'class="g" alt="w\d+" src="[^"]+" width="(\d+)"', (tmp_path / "report.html").read_text()
+    )
+    assert widths == ["200", "1000", "1000"]
+
+
+def test_roc_of_a_perfect_model_shows_its_points() -> None:
+    m = Metrics()
+    gt = np.zeros((20, 20), bool)
+    gt[5:7, 5:7] = True
+    m.update(gt.astype(np.float32), gt)  # perfect: every target pixel 1, background 0
+    ax = _roc_figure({"m": m.curves()}, {"m": 1.0}).axes[0]
+    (line,) = ax.lines
+    x, y = line.get_xdata(), line.get_ydata()
+    assert line.get_marker() == "o"
+    assert np.isfinite(x).all() and (x > 0).all() and x.min() >= ax.get_xlim()[0]
+    assert ((x == x.min()) & (y == 1.0)).any()  # the fpr = 0, tpr = 1 corner, at the left edge
+
+
+def test_pd_fa_without_targets_says_so() -> None:
+    m = Metrics()
+    empty = np.zeros((20, 20), bool)
+    m.update(np.full((20, 20), 0.1, np.float32), empty)
+    ax = _pd_fa_figure({"m": m.curves()}).axes[0]
+    assert any("no targets" in t.get_text() for t in ax.texts)
+    gt = empty.copy()
+    gt[3, 3] = True
+    m.update(gt.astype(np.float32), gt)
+    assert not _pd_fa_figure({"m": m.curves()}).axes[0].texts
