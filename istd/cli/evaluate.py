@@ -24,6 +24,7 @@ from istd.cli._options import (
     overwrite_option,
     progress_bar,
 )
+from istd.errors import ConfigError
 
 
 class Matching(str, Enum):
@@ -31,6 +32,12 @@ class Matching(str, Enum):
 
     first = "first"
     optimal = "optimal"
+
+
+def _check_threshold(threshold: float) -> None:
+    """Refuse a threshold outside (0, 1), as `istd predict` does, before any work starts."""
+    if not 0.0 < threshold < 1.0:  # also refuses NaN
+        raise ConfigError(f"threshold must lie in (0, 1), got {threshold}")
 
 
 def _fmt(value: Any, scale: float = 100.0) -> str:
@@ -105,6 +112,9 @@ def eval_command(
     from istd.engine.evaluate import run_evaluation
     from istd.models import DEFAULT_WEIGHTS
 
+    _check_threshold(threshold)
+    if gallery < 0:
+        raise ConfigError(f"--gallery must be >= 0 (0 draws none), got {gallery}")
     # The evaluated model (the default weights when none is named) comes first, then --compare.
     sources = [s for s in (weights, model) if s] or [DEFAULT_WEIGHTS]
     if compare:
@@ -189,6 +199,7 @@ def score_command(
     from istd.metrics.report import to_json
     from istd.metrics.score import score_folders
 
+    _check_threshold(threshold)
     with progress_bar() as progress:
         task = progress.add_task("score", total=None)
         result = score_folders(

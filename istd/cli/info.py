@@ -52,7 +52,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Show a model's parameters, FLOPs (scan included), latency and peak memory here."""
+        from istd.engine.evaluate import _resolve_device  # the check `istd eval` makes
+
         hw = parse_size(size)
+        _resolve_device(device)  # an unknown or absent device: one red line, not a traceback
         with console.status(f"measuring {model} at {hw[0]}x{hw[1]} ...", spinner="dots"):
             result = model_info(
                 model,
@@ -81,12 +84,16 @@ def register(app: typer.Typer) -> None:
                 f"{result.latency_ms:.1f} ms median, {result.latency_min_ms:.1f} ms best "
                 f"({result.runs} runs, eval, batch 1)",
             )
-            mem = (
-                "peak allocated CUDA memory"
-                if result.device.startswith("cuda")
-                else "peak RSS of this process"
-            )
-            table.add_row("peak memory", f"{result.peak_memory_mb:.0f} MiB ({mem})")
+            if result.device.startswith("cuda"):
+                mem = f"{result.peak_memory_mb:.0f} MiB (peak allocated CUDA memory, weights included)"
+            elif result.peak_memory_mb is None:
+                mem = "not measured (needs Linux /proc)"
+            else:
+                mem = (
+                    f"{result.peak_memory_mb:.1f} MiB (peak RSS increase over the forwards, "
+                    "warm-up and first-call kernel loading included)"
+                )
+            table.add_row("peak memory", mem)
         table.add_row("device", f"{result.device}, {result.threads} threads")
         if result.scan_backend:
             table.add_row("scan backend", result.scan_backend)

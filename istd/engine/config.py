@@ -10,6 +10,7 @@ weight decay 1e-4, SoftIoU loss, 256 x 256 crops), which MiM-ISTD's paper reuses
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ import yaml
 
 from istd.errors import ConfigError
 from istd.metrics.metrics import METRIC_NAMES
+from istd.models import build_model, list_models
+from istd.models.mim_istd import VARIANTS, variant_config
+
+# build_model keywords that training sets itself, and where the user sets them instead.
+_RUN_SET_OVERRIDES = {
+    "device": "pass --device",
+    "dtype": "parameters stay float32; --amp trains in bf16 autocast",
+    "norm_mean": "set data.norm_mean",
+    "norm_std": "set data.norm_std",
+}
 
 
 @dataclass
@@ -146,8 +157,12 @@ class TrainConfig:
             ("augment.target_p", 0.0 <= self.augment.target_p <= 1.0),
             ("augment.noise_p", 0.0 <= self.augment.noise_p <= 1.0),
             ("augment.blur_p", 0.0 <= self.augment.blur_p <= 1.0),
-            ("optim.lr", self.optim.lr > 0),
-            ("optim.weight_decay", self.optim.weight_decay >= 0),
+            # math.isfinite: inf passes `> 0` and nan fails every comparison, both train garbage.
+            ("optim.lr", math.isfinite(self.optim.lr) and self.optim.lr > 0),
+            (
+                "optim.weight_decay",
+                math.isfinite(self.optim.weight_decay) and self.optim.weight_decay >= 0,
+            ),
             ("optim.betas", len(self.optim.betas) == 2),
             ("schedule.warmup_epochs", 0 <= self.schedule.warmup_epochs < self.train.epochs),
             ("schedule.min_lr", 0 <= self.schedule.min_lr <= self.optim.lr),
@@ -158,7 +173,11 @@ class TrainConfig:
             ("data.val_limit", self.data.val_limit is None or self.data.val_limit >= 1),
             ("train.threads", self.train.threads is None or self.train.threads >= 1),
             # clip_grad_norm_ with 0 zeroes every gradient: off is None, not 0.
-            ("optim.grad_clip", self.optim.grad_clip is None or self.optim.grad_clip > 0),
+            (
+                "optim.grad_clip",
+                self.optim.grad_clip is None
+                or (math.isfinite(self.optim.grad_clip) and self.optim.grad_clip > 0),
+            ),
         ]
         for key, ok in checks:
             if not ok:
@@ -172,6 +191,26 @@ class TrainConfig:
             raise ConfigError("set both data.norm_mean and data.norm_std, or neither")
         if self.data.norm_std is not None and any(s <= 0 for s in self.data.norm_std):
             raise ConfigError(f"data.norm_std must be positive, got {self.data.norm_std}")
+        self._validate_model()
+
+    def _validate_model(self) -> None:
+        """Check model.name and model.overrides now, before any data work: the network is
+        otherwise built only after the dataset statistics are computed."""
+        name, overrides = self.model.name, self.model.overrides
+        if name not in list_models():
+            raise ConfigError(
+                f"invalid value for model.name: {name!r}; known: {', '.join(list_models())}"
+            )
+        for key, where in _RUN_SET_OVERRIDES.items():
+            if key in overrides:
+                raise ConfigError(f"invalid key model.overrides.{key}: training sets it ({where})")
+        try:
+            if name in VARIANTS:
+                variant_config(name, **overrides)  # the config alone: no network is built
+            else:
+                build_model(name, **overrides)  # weight-free detectors: no parameters, instant
+        except (ConfigError, TypeError, ValueError) as exc:  # a --set value: never a traceback
+            raise ConfigError(f"invalid value for model.overrides: {exc}") from None
 
 
 def shipped_configs() -> list[str]:

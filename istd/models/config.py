@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,22 @@ from istd.errors import ConfigError
 SCANS = ("cross", "bidirectional", "local", "grouped")
 INNERS = ("mamba", "conv", "none")
 SCAN_BACKENDS = ("auto", "reference", "cpu", "triton")
+
+_INTS = ("in_chans", "stem_dim", "d_state", "expand", "local_window")
+_INT_SEQUENCES = ("depths", "dims", "word_dims", "inner_depths")
+_SEQUENCES = (*_INT_SEQUENCES, "norm_mean", "norm_std")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is not a size
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad(name: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass
@@ -61,15 +78,38 @@ class MiMConfig:
     norm_std: tuple[float, ...] = field(default=(1.0,))
 
     def __post_init__(self) -> None:
-        for name in ("depths", "dims", "word_dims", "inner_depths", "norm_mean", "norm_std"):
+        for name in _SEQUENCES:
             value = getattr(self, name)
             if isinstance(value, (int, float)):
                 value = (value,)
-            setattr(self, name, tuple(value))
+            if isinstance(value, (list, tuple)):  # JSON lists; anything else fails validate()
+                setattr(self, name, tuple(value))
         self.validate()
 
     def validate(self) -> None:
-        """Check every field; raise ConfigError naming the first bad one."""
+        """Check every field's type, then its range; raise ConfigError naming the first bad one.
+
+        Types are checked first so that a wrong type (``in_chans="3"`` from a JSON file or a
+        ``--set``) is reported as such, not as a TypeError from a comparison or from torch.
+        """
+        for name in _INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise _bad(name, "an int >= 1", value)
+        for name in _SEQUENCES:
+            value = getattr(self, name)
+            ok = _is_int if name in _INT_SEQUENCES else _is_finite
+            if not isinstance(value, (list, tuple)) or not all(ok(v) for v in value):
+                kind = "ints" if name in _INT_SEQUENCES else "finite numbers"
+                raise _bad(name, f"a sequence of {kind}", value)
+        if not isinstance(self.ffn, bool):
+            raise _bad("ffn", "a bool (true or false)", self.ffn)
+        for name, allowed in (("scan", SCANS), ("inner", INNERS), ("scan_backend", SCAN_BACKENDS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise _bad(name, f"one of {', '.join(allowed)}", value)
+        if not _is_finite(self.head_dropout) or not 0.0 <= self.head_dropout < 1.0:
+            raise _bad("head_dropout", "a number in [0, 1)", self.head_dropout)
         stages = len(self.depths)
         if stages < 1:
             raise ConfigError("depths must name at least one stage")
@@ -78,8 +118,6 @@ class MiMConfig:
                 raise ConfigError(
                     f"{name} has {len(getattr(self, name))} entries but depths has {stages}"
                 )
-        if self.in_chans < 1 or self.stem_dim < 1 or self.d_state < 1 or self.expand < 1:
-            raise ConfigError("in_chans, stem_dim, d_state and expand must be >= 1")
         if any(d < 1 for d in self.depths):
             raise ConfigError(f"depths must be >= 1, got {self.depths}")
         if any(not 0 <= n <= d for n, d in zip(self.inner_depths, self.depths, strict=True)):
@@ -94,14 +132,6 @@ class MiMConfig:
             )
         if any(d < 1 for d in self.word_dims):
             raise ConfigError(f"word_dims must be >= 1, got {self.word_dims}")
-        if self.scan not in SCANS:
-            raise ConfigError(f"unknown scan {self.scan!r}; known: {', '.join(SCANS)}")
-        if self.inner not in INNERS:
-            raise ConfigError(f"unknown inner {self.inner!r}; known: {', '.join(INNERS)}")
-        if self.scan_backend not in SCAN_BACKENDS:
-            raise ConfigError(
-                f"unknown scan_backend {self.scan_backend!r}; known: {', '.join(SCAN_BACKENDS)}"
-            )
         if self.scan == "grouped":
             widths = [self.expand * d for d in self.dims]
             if self.inner == "mamba":
@@ -113,8 +143,6 @@ class MiMConfig:
                 raise ConfigError(f"{name} needs 1 or in_chans={self.in_chans} values")
         if any(s <= 0 for s in self.norm_std):
             raise ConfigError(f"norm_std must be > 0, got {self.norm_std}")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
@@ -134,7 +162,9 @@ class MiMConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown MiMConfig fields: {', '.join(unknown)}")
+            raise ConfigError(
+                f"unknown MiMConfig fields: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
@@ -157,4 +187,7 @@ class MiMConfig:
             raise ConfigError(
                 f"unknown MiMConfig fields: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        return dataclasses.replace(self, **overrides)
+        try:
+            return dataclasses.replace(self, **overrides)
+        except (TypeError, ValueError) as exc:  # validate() should catch all; never a traceback
+            raise ConfigError(f"invalid MiMConfig values {overrides}: {exc}") from None

@@ -144,7 +144,12 @@ def save_pretrained(
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise WeightsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise WeightsError(f"{directory} exists and is not a folder: give a folder to save into")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a parent is a file
+        raise WeightsError(f"cannot create the folder {directory}: {exc}") from None
     # Detached, contiguous CPU copies: safetensors rejects views sharing storage.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     card = _card(name, json.loads(meta)["config"], extra)
@@ -197,9 +202,17 @@ def _load_folder(directory: Path) -> nn.Module:
         raise WeightsError(
             f"{cfg_path} names unknown model {meta['model']!r}; known: {', '.join(list_models())}"
         )
+    # build_model also takes device and dtype: from a file they would place the model (e.g. on
+    # "meta", leaving nothing loaded), so the file may hold config fields only.
+    call_only = sorted({"device", "dtype"} & set(meta["config"]))
+    if call_only:
+        raise WeightsError(
+            f"{cfg_path}: invalid config: {', '.join(call_only)} not allowed, the file holds "
+            "config fields only (device is an argument of from_pretrained)"
+        )
     try:
         model = build_model(meta["model"], **meta["config"])
-    except ConfigError as exc:
+    except (ConfigError, TypeError, ValueError) as exc:  # a hand-edited file: never a traceback
         raise WeightsError(f"{cfg_path}: invalid config: {exc}") from None
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():

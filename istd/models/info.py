@@ -3,12 +3,13 @@
 FLOPs count matmuls and convolutions with `torch.utils.flop_counter` plus an analytic count of
 the selective scan, which that counter cannot see (a fused kernel): 9 FLOPs per state element per
 step, 9 * B * D * L * N per scan call (the discretisation exp and multiplies, the state update
-and the output contraction). Elementwise work (norms, activations) is not counted.
+and the output contraction). Elementwise work (norms, activations) is not counted. The count runs
+the reference scan path, whose projections are torch ops: the fused CPU kernels also do the
+projections inside Numba, where the counter would miss them.
 """
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -39,7 +40,9 @@ class ModelInfo:
         latency_ms: median forward latency (eval mode, inference_mode), or None if not measured.
         latency_min_ms: fastest forward.
         runs: timed forwards.
-        peak_memory_mb: peak RSS of this process (CPU) or peak allocated CUDA memory, in MiB.
+        peak_memory_mb: in MiB, on CPU the peak RSS increase during the forwards (warm-up
+            included) over the RSS just before them, None where Linux's /proc cannot measure
+            it; on CUDA the peak allocated memory (weights included) during the timed forwards.
         device: where it ran.
         threads: torch intra-op threads.
         scan_backend: the model's scan backend setting, or None for models without scans.
@@ -107,7 +110,11 @@ def load_for_info(model: str | Path, **overrides: Any) -> tuple[nn.Module, str]:
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """FLOPs of `model(x)`: (standard ops via flop_counter, selective scan analytic)."""
+    """FLOPs of `model(x)`: (standard ops via flop_counter, selective scan analytic).
+
+    Every SS2D runs the reference backend while counting, so the count is the same whatever
+    backend the model is set to (the fused CPU kernels hide their projections from the counter).
+    """
     scan_flops = 0
 
     def hook(module: SS2D, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
@@ -115,31 +122,60 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
         Bt, H, W, _ = inputs[0].shape  # (B, H, W, d) tokens
         scan_flops += module.scan_flops(Bt, H, W)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SS2D)]
+    ss2d = [m for m in model.modules() if isinstance(m, SS2D)]
+    backends = [m.backend for m in ss2d]
+    handles = [m.register_forward_hook(hook) for m in ss2d]
     try:
+        for m in ss2d:
+            m.backend = "reference"
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         for h in handles:
             h.remove()
+        for m, backend in zip(ss2d, backends, strict=True):
+            m.backend = backend
     return counter.get_total_flops(), scan_flops
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _proc_status_mb(key: str) -> float | None:
+    """A ``Vm*`` line of /proc/self/status in MiB, or None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024  # reported in kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0); False if not."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def time_forward(
     model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 1
-) -> tuple[list[float], float]:
+) -> tuple[list[float], float | None]:
     """Time `runs` forwards after `warmup` (eval mode, inference_mode).
 
     Returns:
-        Latencies in ms, and peak memory in MiB (process peak RSS on CPU; peak allocated CUDA
-        memory on a GPU).
+        Latencies in ms, and peak memory in MiB. On CPU: how far the RSS rose above its value
+        just before the first forward, over the warm-up and the timed forwards (the warm-up
+        counts because glibc keeps its freed buffers for the timed forwards; first-call kernel
+        loading counts with it); None where /proc cannot measure it. On a GPU: the peak
+        allocated CUDA memory during the timed forwards, weights included.
     """
     model.eval()
     cuda = x.device.type == "cuda"
+    # The process's lifetime peak says nothing of this model: reset the peak to the current RSS.
+    base = None if cuda or not _reset_peak_rss() else _proc_status_mb("VmRSS")
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
@@ -153,8 +189,10 @@ def time_forward(
             if cuda:
                 torch.cuda.synchronize(x.device)
             times.append((time.perf_counter() - start) * 1e3)
-    peak = torch.cuda.max_memory_allocated(x.device) / 2**20 if cuda else _peak_rss_mb()
-    return times, peak
+    if cuda:
+        return times, torch.cuda.max_memory_allocated(x.device) / 2**20
+    peak = _proc_status_mb("VmHWM")
+    return times, None if base is None or peak is None else max(0.0, peak - base)
 
 
 def model_info(
@@ -196,8 +234,9 @@ def model_info(
     net = net.to(device).eval()
     in_chans = getattr(getattr(net, "config", None), "in_chans", 1)
     x = torch.rand(1, in_chans, *size, device=device)
-    standard, scan = count_flops(net, x)
+    # Timed first: the counting forward's freed buffers, kept by glibc, would hide the memory.
     times, peak = time_forward(net, x, runs=runs) if measure else ([], None)
+    standard, scan = count_flops(net, x)
     backend = getattr(getattr(net, "config", None), "scan_backend", None)
     return ModelInfo(
         model=getattr(net, "model_name", str(model)),

@@ -139,15 +139,37 @@ class MiMISTD(nn.Module, HubMixin):
         return logits[:, :, :H, :W].contiguous()  # crop the padding: (B, 1, H, W)
 
 
-def _build(name: str, base: MiMConfig, overrides: dict[str, Any]) -> MiMISTD:
+# Each variant's hyperparameters; entry functions apply keyword overrides to a copy.
+VARIANTS: dict[str, MiMConfig] = {
+    "mim-istd": MiMConfig(),
+    "mim-istd-s": MiMConfig(
+        depths=(2, 4, 9, 2), dims=(16, 32, 64, 128), inner_depths=(1, 1, 2, 1), ffn=False
+    ),
+    "mim-istd-test": MiMConfig(
+        stem_dim=4, depths=(1, 1), dims=(8, 16), word_dims=(4, 4), inner_depths=(1, 1), d_state=4
+    ),
+}
+
+
+def variant_config(name: str, **overrides: Any) -> MiMConfig:
+    """The config a variant would be built with, without building it (cheap validation).
+
+    Raises:
+        ConfigError: an unknown or mistyped field, or an invalid value, naming it.
+    """
+    return VARIANTS[name].replace(**overrides)
+
+
+def _build(name: str, overrides: dict[str, Any]) -> MiMISTD:
+    # device and dtype are call arguments of build_model, not config fields.
     dd = {k: overrides.pop(k) for k in ("device", "dtype") if k in overrides}
-    return MiMISTD(base.replace(**overrides), model_name=name, **dd)
+    return MiMISTD(variant_config(name, **overrides), model_name=name, **dd)
 
 
 @register_model("mim-istd")
 def mim_istd(**overrides: Any) -> MiMISTD:
     """MiM-ISTD, the authors' latest version: 4.86 M parameters with in_chans=3."""
-    return _build("mim-istd", MiMConfig(), overrides)
+    return _build("mim-istd", overrides)
 
 
 @register_model("mim-istd-s")
@@ -156,16 +178,10 @@ def mim_istd_s(**overrides: Any) -> MiMISTD:
 
     The inner Mamba runs in the first block of each stage and in blocks 0 and 1 of the 9-block stage.
     """
-    base = MiMConfig(
-        depths=(2, 4, 9, 2), dims=(16, 32, 64, 128), inner_depths=(1, 1, 2, 1), ffn=False
-    )
-    return _build("mim-istd-s", base, overrides)
+    return _build("mim-istd-s", overrides)
 
 
 @register_model("mim-istd-test")
 def mim_istd_test(**overrides: Any) -> MiMISTD:
     """A two-stage toy MiM-ISTD for fast tests (not for real use)."""
-    base = MiMConfig(
-        stem_dim=4, depths=(1, 1), dims=(8, 16), word_dims=(4, 4), inner_depths=(1, 1), d_state=4
-    )
-    return _build("mim-istd-test", base, overrides)
+    return _build("mim-istd-test", overrides)

@@ -29,6 +29,18 @@ def check_scan_inputs(
     Args: as :func:`istd.ops.selective_scan`.
     """
 
+    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z}
+    tensors["delta_bias"] = delta_bias
+    required = ("u", "delta", "A", "B", "C")
+    # Types first: the shapes text below reads `.shape` of every argument.
+    for name, t in tensors.items():
+        if t is None and name not in required:
+            continue
+        if not isinstance(t, Tensor):
+            raise ShapeError(
+                f"selective_scan: {name} must be a torch.Tensor, got {type(t).__name__}"
+            )
+
     def shape(t: Tensor | None) -> str:
         return "None" if t is None else str(tuple(t.shape))
 
@@ -36,21 +48,16 @@ def check_scan_inputs(
         f"(received u {shape(u)}, delta {shape(delta)}, A {shape(A)}, B {shape(B)}, "
         f"C {shape(C)}, D {shape(D)}, z {shape(z)}, delta_bias {shape(delta_bias)})"
     )
-    tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z}
-    tensors["delta_bias"] = delta_bias
     for name, t in tensors.items():
-        if t is None:
-            continue
-        if not isinstance(t, Tensor):
-            raise ShapeError(
-                f"selective_scan: {name} must be a torch.Tensor, got {type(t).__name__}"
-            )
-        if not t.is_floating_point():
+        if t is not None and not t.is_floating_point():
             raise ShapeError(
                 f"selective_scan: {name} must be floating point, got {t.dtype} {received}"
             )
-    if u.dim() != 3 or u.shape[2] < 1:
-        raise ShapeError(f"selective_scan: u must be (batch, dim, L) with L >= 1 {received}")
+    # Empty sizes are refused for every backend alike (the fused kernels cannot launch on them).
+    if u.dim() != 3 or min(u.shape) < 1:
+        raise ShapeError(
+            f"selective_scan: u must be (batch, dim, L) with batch, dim, L >= 1 {received}"
+        )
     batch, dim, length = u.shape
     if delta.shape != u.shape:
         raise ShapeError(f"selective_scan: delta must have u's shape (batch, dim, L) {received}")

@@ -108,7 +108,7 @@ def selective_scan(
     float32.
 
     Args:
-        u: input, (B, D, L).
+        u: input, (B, D, L), none of them 0 (empty sizes raise ShapeError on every backend).
         delta: time step, (B, D, L).
         A: state matrix diagonal, (D, N), real (negative for a stable scan).
         B: input projection, (B, N, L), or (B, G, N, L) where each group serves a contiguous

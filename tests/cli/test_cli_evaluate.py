@@ -146,3 +146,33 @@ def test_eval_compare_without_weights_starts_with_the_default(tmp_path: Path, mo
     ]
     assert runner.invoke(app, args).exit_code == 1
     assert seen["sources"] == [DEFAULT_WEIGHTS, "tophat"]
+
+
+def _refused(result, *words: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # typer.Exit, no traceback
+    assert "error:" in result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+
+
+def test_eval_and_score_refuse_thresholds_outside_0_1_like_predict(tmp_path: Path) -> None:
+    pred, gt = _pairs(tmp_path)
+    root = tmp_path / "ds"
+    write_png_atomic(root / "images" / "a.png", np.zeros((8, 8), np.uint8))
+    write_png_atomic(root / "masks" / "a.png", np.zeros((8, 8), bool))
+    out = tmp_path / "rep"
+    for value in ("0", "1", "1.5", "-0.2", "nan"):
+        score = runner.invoke(app, ["score", str(pred), str(gt), "--threshold", value])
+        _refused(score, "threshold must lie in (0, 1)")
+        args = ["eval", "--model", "tophat", "--data", str(root), "--out", str(out)]
+        _refused(runner.invoke(app, [*args, "--threshold", value]), "threshold must lie in (0, 1)")
+        assert not out.exists()  # refused before the report folder is made
+
+
+def test_eval_refuses_a_negative_gallery(tmp_path: Path) -> None:
+    (tmp_path / "ds").mkdir()
+    out = tmp_path / "o"
+    args = ["eval", "--model", "tophat", "--data", str(tmp_path / "ds"), "--out", str(out)]
+    _refused(runner.invoke(app, [*args, "--gallery", "-1"]), "--gallery", "-1")
+    assert not out.exists()

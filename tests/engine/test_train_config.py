@@ -176,3 +176,49 @@ def test_dotted_override_sets_one_model_override() -> None:
     assert cfg.model.overrides == {"scan": "local", "inner": "conv"}
     apply_override(cfg, "model.overrides.scan=grouped")
     assert cfg.model.overrides == {"scan": "grouped", "inner": "conv"}
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ("model.overrides.in_chans=abc", ["model.overrides", "in_chans", "int", "'abc'"]),
+        ("model.overrides.ffn=maybe", ["model.overrides", "ffn", "bool", "maybe"]),
+        ("model.overrides.depths=[1, 1, 1]", ["model.overrides", "entries but depths has 3"]),
+        ("model.overrides.colour=3", ["model.overrides", "colour", "known"]),
+        ("model.overrides.device=meta", ["model.overrides.device", "--device"]),
+        ("model.overrides.norm_mean=[0.5]", ["model.overrides.norm_mean", "data.norm_mean"]),
+        ("model.name=mim-istd-xxl", ["model.name", "mim-istd-xxl", "known"]),
+    ],
+)
+def test_bad_model_overrides_fail_when_the_config_loads(item: str, words: list[str]) -> None:
+    # Before, the network was first built after the dataset statistics: a traceback late.
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [item])
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_model_overrides_are_checked_against_the_named_variant() -> None:
+    # mim-istd-test has two stages: two dims are right for it, wrong for mim-istd.
+    cfg = load_config(None, ["model.name=mim-istd-test", "model.overrides.dims=[16, 32]"])
+    assert cfg.model.overrides == {"dims": [16, 32]}
+    with pytest.raises(ConfigError, match="dims"):
+        load_config(None, ["model.overrides.dims=[16, 32]"])
+    with pytest.raises(ConfigError, match="model.overrides"):
+        load_config(None, ["model.name=tophat", "model.overrides.k=fast"])
+
+
+@pytest.mark.parametrize("key", ["optim.lr", "optim.weight_decay", "optim.grad_clip"])
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_optimiser_values_must_be_finite(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [f"{key}={value}"])
+
+
+def test_fit_refuses_a_bad_model_override_before_reading_data(tmp_path: Path) -> None:
+    from istd.engine.train import fit
+
+    cfg = load_config(None, [f"data.root={tmp_path / 'no-data'}", "model.name=mim-istd-test"])
+    with pytest.raises(ConfigError, match="in_chans"):  # not a DataError on the missing root
+        fit(cfg, tmp_path / "run", overrides=["model.overrides.in_chans=abc"])
+    assert not (tmp_path / "run").exists()

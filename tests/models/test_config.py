@@ -51,3 +51,50 @@ def test_unknown_fields_are_rejected() -> None:
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(ConfigError, match="mim-istd"):
         build_model("mim-istd-xxl")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"in_chans": "3"}, ["in_chans", "int", "'3'"]),
+        ({"in_chans": 1.5}, ["in_chans", "int", "1.5"]),
+        ({"in_chans": True}, ["in_chans", "int", "True"]),
+        ({"d_state": None}, ["d_state", "int", "None"]),
+        ({"local_window": 0}, ["local_window", ">= 1", "0"]),
+        ({"ffn": "no"}, ["ffn", "bool", "'no'"]),
+        ({"ffn": 1}, ["ffn", "bool", "1"]),
+        ({"scan": 3}, ["scan", "cross", "3"]),
+        ({"inner": ["mamba"]}, ["inner", "mamba", "['mamba']"]),
+        ({"depths": "22"}, ["depths", "sequence of ints", "'22'"]),
+        ({"dims": (8, 16.0)}, ["dims", "sequence of ints", "16.0"]),
+        ({"inner_depths": (1, True)}, ["inner_depths", "sequence of ints"]),
+        ({"norm_mean": ("0.5",)}, ["norm_mean", "finite numbers", "'0.5'"]),
+        ({"norm_std": (float("nan"),)}, ["norm_std", "finite numbers", "nan"]),
+        ({"norm_std": (float("inf"),)}, ["norm_std", "finite numbers", "inf"]),
+        ({"head_dropout": "0.1"}, ["head_dropout", "number", "'0.1'"]),
+        ({"head_dropout": float("nan")}, ["head_dropout", "nan"]),
+    ],
+)
+def test_wrong_types_raise_config_error_naming_field_type_and_value(
+    overrides: dict, words: list[str]
+) -> None:
+    for make in (
+        lambda: build_model("mim-istd-test", **overrides),
+        lambda: MiMConfig().replace(**overrides),
+        lambda: MiMConfig.from_dict(overrides),
+    ):
+        with pytest.raises(ConfigError) as info:
+            make()
+        for word in words:
+            assert word in str(info.value), (word, str(info.value))
+
+
+def test_numbers_from_json_are_accepted() -> None:
+    # JSON has no tuples and writes 0.0 as 0: lists and ints stand for tuples and floats.
+    config = MiMConfig.from_dict({"depths": [2, 2, 2, 2], "norm_std": [1], "head_dropout": 0})
+    assert config.depths == (2, 2, 2, 2) and config.norm_std == (1,)
+
+
+def test_unknown_fields_list_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="colour.*known: .*in_chans"):
+        MiMConfig.from_dict({"colour": 3})

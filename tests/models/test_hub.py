@@ -147,3 +147,39 @@ def test_old_config_with_bare_nan_still_loads(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(meta))  # as written before: bare NaN
     extra = from_pretrained(folder).pretrained_extra
     assert extra["metrics"]["target_precision"] != extra["metrics"]["target_precision"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"in_chans": "1"}, ["in_chans", "int", "'1'"]),
+        ({"in_chans": 1.5}, ["in_chans", "int", "1.5"]),
+        ({"ffn": "no"}, ["ffn", "bool"]),
+        ({"norm_std": [None]}, ["norm_std", "finite numbers"]),
+        ({"device": "meta"}, ["device", "config fields only"]),
+        ({"dtype": "float16"}, ["dtype", "config fields only"]),
+    ],
+)
+def test_config_json_with_wrong_types_or_call_arguments_is_refused(
+    tmp_path: Path, change: dict, words: list[str]
+) -> None:
+    # device/dtype are from_pretrained's arguments: "meta" in the file gave a model with no
+    # weights loaded.
+    folder = save_pretrained(_toy(), tmp_path / "w")
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"].update(change)
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="config.json: invalid config") as info:
+        from_pretrained(folder)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_save_onto_an_existing_file_names_it(tmp_path: Path) -> None:
+    target = tmp_path / "weights"
+    target.write_text("not a folder")
+    with pytest.raises(WeightsError, match=f"{target}.*not a folder"):
+        save_pretrained(_toy(), target)
+    with pytest.raises(WeightsError, match="cannot create"):
+        save_pretrained(_toy(), target / "inside")
+    assert target.read_text() == "not a folder"

@@ -13,6 +13,7 @@ from istd.cli import app
 from istd.errors import ConfigError
 from istd.models import build_model, save_pretrained
 from istd.models.info import count_flops, model_info, parse_size
+from istd.models.layers.ss2d import SS2D
 
 
 def test_parse_size() -> None:
@@ -71,3 +72,41 @@ def test_cli_info_bad_input_is_one_red_line(args: list[str], message: str) -> No
     result = CliRunner().invoke(app, ["info", *args])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_flops_do_not_depend_on_the_scan_backend() -> None:
+    # The fused CPU kernels do the projections inside Numba, out of the counter's sight:
+    # counting ran them and reported fewer FLOPs than with the reference backend.
+    x = torch.rand(1, 1, 64, 64)
+    counts = {}
+    for backend in ("auto", "cpu", "reference"):
+        model = build_model("mim-istd-test", scan_backend=backend).eval()
+        counts[backend] = count_flops(model, x)
+        assert {m.backend for m in model.modules() if isinstance(m, SS2D)} == {backend}
+    assert counts["auto"] == counts["cpu"] == counts["reference"], counts
+    infos = [
+        model_info("mim-istd-test", (64, 64), measure=False, scan_backend=b)
+        for b in ("cpu", "reference")
+    ]
+    assert infos[0].gflops == infos[1].gflops
+
+
+def test_cpu_peak_memory_is_the_increase_over_the_forwards() -> None:
+    # Not the process's lifetime peak (torch's import alone is hundreds of MiB).
+    info = model_info("tophat", (1, 1), runs=1)
+    if info.peak_memory_mb is None:
+        pytest.skip("no /proc to measure RSS here")
+    assert 0 <= info.peak_memory_mb < 50
+    result = CliRunner().invoke(app, ["info", "tophat", "--size", "1x1", "--runs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "increase" in result.output  # the label says what is measured
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda"])
+def test_cli_info_unavailable_device_is_one_red_line(device: str) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = CliRunner().invoke(app, ["info", "tophat", "--size", "8", "--device", device])
+    assert result.exit_code == 1, result.output
+    assert "error:" in result.output and device in result.output
+    assert isinstance(result.exception, SystemExit)  # typer.Exit, not an uncaught error

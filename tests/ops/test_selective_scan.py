@@ -70,3 +70,22 @@ def test_last_state_is_returned_in_float32() -> None:
     y, last = selective_scan(**x, return_last_state=True, backend="auto")
     assert y.shape == (2, 4, 6) and y.dtype == torch.float32
     assert last.shape == (2, 4, 3) and last.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"])
+def test_non_tensor_arguments_raise_shape_error_naming_them(name: str) -> None:
+    x = _inputs()
+    x[name] = [1.0]  # the shapes text read `.shape` of it first: AttributeError
+    with pytest.raises(ShapeError, match=f"{name} must be a torch.Tensor, got list"):
+        selective_scan(**x, backend="reference")
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize(("batch", "dim"), [(0, 4), (2, 0)])
+def test_empty_batch_or_dim_is_refused_by_every_backend(backend: str, batch: int, dim: int) -> None:
+    # The cpu kernel launch divided by zero while the reference returned an empty result.
+    if backend not in available_backends():
+        pytest.skip(f"backend {backend} not installed")
+    x = _inputs(batch=batch, dim=dim)
+    with pytest.raises(ShapeError, match=r"batch, dim, L >= 1 \(received u \(" + f"{batch}, {dim}"):
+        selective_scan(**x, backend=backend)
