@@ -5,7 +5,8 @@ the mode a plain `open()` would give it (``0o666 & ~umask``; `tempfile.mkstemp` 
 files), moved into place with `os.replace` (or a hard link when it must not overwrite), and the
 folder is fsynced so the rename itself survives a crash. A reader, or a run killed at any moment,
 therefore sees the old file or the new one, never a torn one; a killed run leaves at most a
-``.<name>.*.tmp`` file that `remove_stale_temps` deletes.
+``.<name>.<8 random characters>.tmp`` file (a streaming writer's keeps the name's own extension
+instead of ``.tmp``) that `remove_stale_temps` deletes.
 
 Without ``overwrite`` an existing destination raises, both before anything is written and at the
 final move (a file that appeared meanwhile is never replaced): `FileExistsError`, or the caller's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ __all__ = [
     "recover_dir",
     "remove_stale_temps",
     "replace_dir_atomic",
+    "temp_destination",
     "write_atomic",
 ]
 
@@ -279,9 +282,30 @@ def recover_dir(path: str | os.PathLike[str]) -> None:
     remove_stale_temps(path.parent, path.name)
 
 
-def remove_stale_temps(folder: str | os.PathLike[str], name: str) -> None:
-    """Delete the temp files or folders a killed atomic write of `folder/name` left behind."""
-    for stale in Path(folder).glob(f".{name}.*.tmp"):
+# A temporary name: "." + destination name + "." + tempfile's 8 random characters + suffix.
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)")
+
+
+def temp_destination(filename: str) -> str | None:
+    """The destination name whose atomic write `filename` is the temporary of, else None."""
+    match = _TEMP_NAME.fullmatch(filename)
+    if match is None or match["suffix"] not in (".tmp", Path(match["name"]).suffix):
+        return None
+    return match["name"]
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], *names: str) -> None:
+    """Delete the temp files or folders that killed atomic writes of `folder/<name>` left behind.
+
+    One pass over `folder` for all `names` (a resumed prediction run checks thousands); the
+    temporaries of other files, which a concurrent writer may own, are left alone.
+    """
+    folder, wanted = Path(folder), set(names)
+    if not folder.is_dir():
+        return
+    for stale in folder.iterdir():
+        if temp_destination(stale.name) not in wanted:
+            continue
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from istd._atomic import AtomicFile, atomic_open, file_mode, remove_stale_temps, write_atomic
+from istd._atomic import (
+    AtomicFile,
+    atomic_open,
+    file_mode,
+    remove_stale_temps,
+    temp_destination,
+    write_atomic,
+)
 from istd.errors import DataError
 
 
@@ -78,3 +85,14 @@ def test_remove_stale_temps(tmp_path: Path) -> None:
     assert target.tmp.exists()
     remove_stale_temps(tmp_path, "x.ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_remove_stale_temps_of_streamed_writes_and_several_names(tmp_path: Path) -> None:
+    video = AtomicFile(tmp_path / "v_overlay.mp4", suffix=".mp4")  # a video writer's temp
+    text = AtomicFile(tmp_path / "a.csv")
+    other = AtomicFile(tmp_path / "b.csv")  # another writer's: left alone
+    assert temp_destination(video.tmp.name) == "v_overlay.mp4"
+    assert temp_destination("v_overlay.mp4") is None
+    remove_stale_temps(tmp_path, "v_overlay.mp4", "a.csv")
+    assert not video.tmp.exists() and not text.tmp.exists() and other.tmp.exists()
+    remove_stale_temps(tmp_path / "missing", "a.csv")  # no folder: nothing to do

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from istd._atomic import remove_stale_temps, temp_destination
 from istd.data.io import read_image, write_png_atomic
 from istd.data.video import (
     AtomicVideoWriter,
@@ -63,10 +64,8 @@ CSV_COLUMNS = ["source", "frame", *DETECTION_COLUMNS]
 PARTS = ".istd-parts"
 # What one input's failure may raise; the run records it and goes on with the next input.
 _INPUT_ERRORS = (IstdError, OSError, RuntimeError, cv2.error)
-# Media files this tool writes (folder scans find only media files), and the temporary names
-# of `istd._atomic` writers: `.<name>.<8 random characters><.tmp or the name's extension>`.
+# Media files this tool writes (folder scans find only media files).
 _OWN_MEDIA = re.compile(r".+_(?:mask|prob|overlay)\.png|.+_overlay\.mp4")
-_TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.\w+)")
 
 
 @dataclass
@@ -124,21 +123,8 @@ def _is_own_output(path: Path, out_dir: Path) -> bool:
     path = path.resolve()
     if path.parent == out_dir / PARTS:
         return True
-    temp = _TEMP.fullmatch(path.name)
-    name = temp["name"] if temp else path.name
+    name = temp_destination(path.name) or path.name
     return path.parent == out_dir and _OWN_MEDIA.fullmatch(name) is not None
-
-
-def _remove_stale_temps(out: Path, targets: set[Path]) -> None:
-    """Delete the temporary files a killed run left for these outputs (only these: shards
-    sharing the folder may be writing their own)."""
-    for folder in (out, out / PARTS):
-        for path in folder.iterdir():
-            temp = _TEMP.fullmatch(path.name)
-            if temp is None or folder / temp["name"] not in targets or not path.is_file():
-                continue
-            if temp["suffix"] in (".tmp", Path(temp["name"]).suffix):
-                path.unlink(missing_ok=True)
 
 
 def _rows(source: str, frame: int, prediction: Prediction) -> list[list[object]]:
@@ -311,8 +297,11 @@ def run_predict(
     inputs = {item.path.resolve(): item.path for item in items}
     if options.resume:
         every_output = PredictOptions(save_prob=True, overlay=True)
-        targets = {t for item in items for t in outputs_for(item, out, every_output)}
-        _remove_stale_temps(out, targets | {summary_path, detections_path})
+        targets = [t for item in items for t in outputs_for(item, out, every_output)]
+        targets += [summary_path, detections_path]
+        # only these outputs' temporaries: shards sharing the folder may be writing their own
+        for folder in (out, out / PARTS):
+            remove_stale_temps(folder, *(t.name for t in targets if t.parent == folder))
     failures: list[dict[str, str]] = []
     processed = skipped = frames = 0
     start = time.perf_counter()

@@ -326,8 +326,7 @@ def _run(
     if info.is_main:
         write_config(work_dir, cfg)
         recover_dir(work_dir / "best")
-        for name in ("config.yaml", "log.csv", "last.ckpt"):
-            remove_stale_temps(work_dir, name)  # left by a SIGKILL mid-write
+        remove_stale_temps(work_dir, "config.yaml", "log.csv", "last.ckpt")  # a SIGKILL's
         write_log(work_dir, state.history)  # drops rows of an epoch cut short before its ckpt
     if info.enabled:
         # Depthwise-conv grads arrive channels-last; DDP copies them into its buckets (a speed
