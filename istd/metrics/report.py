@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from istd._json import json_safe
 from istd.data.io import write_bytes_atomic
 from istd.errors import DataError
 from istd.metrics._figures import overlay, pd_fa_png, roc_png
@@ -127,22 +128,9 @@ class EvalRun:
     gallery: list[GalleryItem] = field(default_factory=list)
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN / inf become null (strict JSON has no NaN), numpy scalars plain."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def to_json(data: dict[str, Any]) -> bytes:
     """Strict JSON (no NaN), indented, UTF-8."""
-    return (json.dumps(_clean(data), indent=2, allow_nan=False) + "\n").encode()
+    return (json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n").encode()
 
 
 def _fmt(value: Any, scale: float) -> str:
@@ -255,7 +243,7 @@ def _html(run: EvalRun, figures: dict[str, bytes], gallery_png: list[bytes]) -> 
     table = metrics_table([run]).to_html(index=False, na_rep="n/a", border=0)
     facts = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in _clean(f).items()
+        for k, v in json_safe(f).items()
         if k != "ids"
     )
     parts = [

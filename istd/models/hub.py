@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from istd._atomic import write_atomic
+from istd._json import json_safe
 from istd.errors import ConfigError, WeightsError
 from istd.models._registry import build_model, list_models
 
@@ -56,21 +56,6 @@ def _config_dict(model: nn.Module) -> dict[str, Any]:
     if hasattr(config, "to_dict"):
         return config.to_dict()
     return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def _finite_json(value: Any) -> Any:
-    """`value` with every NaN or infinite float replaced by None (JSON null), recursively.
-
-    Metrics are NaN when undefined (e.g. target precision of a model that predicts nothing);
-    bare NaN is not JSON, and other readers reject it.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    return value
 
 
 def _cell(value: Any) -> str:
@@ -129,7 +114,7 @@ def save_pretrained(
         raise WeightsError(
             f"{type(model).__name__} has no .model_name; build it with build_model()"
         )
-    extra = _finite_json(extra or {})
+    extra = json_safe(extra or {})  # undefined (NaN) metrics -> null
     try:
         meta = json.dumps(
             {"model": name, "config": _config_dict(model), "extra": extra},
