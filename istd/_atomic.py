@@ -5,7 +5,7 @@ the mode a plain `open()` would give it (``0o666 & ~umask``; `tempfile.mkstemp` 
 files), moved into place with `os.replace` (or a hard link when it must not overwrite), and the
 folder is fsynced so the rename itself survives a crash. A reader, or a run killed at any moment,
 therefore sees the old file or the new one, never a torn one; a killed run leaves at most a
-``.<name>.<8 random characters>.tmp`` file (a streaming writer's keeps the name's own extension
+``.<name>.<random characters>.tmp`` file (a streaming writer's keeps the name's own extension
 instead of ``.tmp``) that `remove_stale_temps` deletes.
 
 Without ``overwrite`` an existing destination raises, both before anything is written and at the
@@ -282,8 +282,8 @@ def recover_dir(path: str | os.PathLike[str]) -> None:
     remove_stale_temps(path.parent, path.name)
 
 
-# A temporary name: "." + destination name + "." + tempfile's 8 random characters + suffix.
-_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)")
+# A temporary name: "." + destination name + "." + tempfile's random characters + suffix.
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.\w+(?P<suffix>\.[^.]*)")
 
 
 def temp_destination(filename: str) -> str | None:
