@@ -37,6 +37,9 @@ def train_transform(
     noise_p: float = 0.3,
     blur_p: float = 0.2,
     seed: int | None = None,
+    hflip_p: float = 0.5,
+    vflip_p: float = 0.5,
+    rot90_p: float = 0.5,
 ) -> A.Compose:
     """The training pipeline: pad, target-aware random crop, flips, rotations, noise, blur.
 
@@ -49,6 +52,10 @@ def train_transform(
             full scale).
         blur_p: probability of a 3 x 3 Gaussian blur with sigma 0.3 to 0.7.
         seed: seed of the pipeline's random stream (None: not seeded); see `seed_transform`.
+        hflip_p, vflip_p, rot90_p: probabilities of a horizontal flip, a vertical flip and a
+            rotation by a random multiple of 90 degrees. All three at 0.5 give the eight
+            orientations equally often; a dataset whose frames have an up (sky above ground)
+            may do better with the horizontal flip alone.
 
     Returns:
         An albumentations pipeline called as ``pipeline(image=..., mask=...)``.
@@ -58,7 +65,15 @@ def train_transform(
     """
     if crop_size < 1:
         raise ConfigError(f"crop_size must be at least 1, got {crop_size}")
-    for name, value in (("target_p", target_p), ("noise_p", noise_p), ("blur_p", blur_p)):
+    probabilities = {
+        "target_p": target_p,
+        "noise_p": noise_p,
+        "blur_p": blur_p,
+        "hflip_p": hflip_p,
+        "vflip_p": vflip_p,
+        "rot90_p": rot90_p,
+    }
+    for name, value in probabilities.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must lie in [0, 1], got {value}")
     crops: list[A.BasicTransform] = []
@@ -77,9 +92,9 @@ def train_transform(
                 fill_mask=0,
             ),
             A.OneOf(crops, p=1.0),
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.RandomRotate90(p=0.5),
+            A.HorizontalFlip(p=hflip_p),
+            A.VerticalFlip(p=vflip_p),
+            A.RandomRotate90(p=rot90_p),
             A.GaussNoise(std_range=(0.005, 0.02), p=noise_p),
             A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.3, 0.7), p=blur_p),
         ]

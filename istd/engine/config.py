@@ -70,14 +70,17 @@ class AugmentConfig:
     """Training augmentation (`istd.data.train_transform`); validation images stay whole.
 
     The pipeline pads, crops `crop_size` squares (around a target with probability
-    `target_p`, so tiny targets are not cropped away), flips, rotates by 90 degrees and adds
-    mild noise (`noise_p`) and blur (`blur_p`).
+    `target_p`, so tiny targets are not cropped away), flips (`hflip_p`, `vflip_p`), rotates
+    by 90 degrees (`rot90_p`) and adds mild noise (`noise_p`) and blur (`blur_p`).
     """
 
     crop_size: int = 256
     target_p: float = 0.8
     noise_p: float = 0.3
     blur_p: float = 0.2
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    rot90_p: float = 0.5
 
 
 @dataclass
@@ -154,9 +157,10 @@ class TrainConfig:
             ("train.val_every", self.train.val_every >= 1),
             ("train.threshold", 0.0 < self.train.threshold < 1.0),
             ("augment.crop_size", self.augment.crop_size >= 1),
-            ("augment.target_p", 0.0 <= self.augment.target_p <= 1.0),
-            ("augment.noise_p", 0.0 <= self.augment.noise_p <= 1.0),
-            ("augment.blur_p", 0.0 <= self.augment.blur_p <= 1.0),
+            *(
+                (f"augment.{name}", 0.0 <= getattr(self.augment, name) <= 1.0)
+                for name in ("target_p", "noise_p", "blur_p", "hflip_p", "vflip_p", "rot90_p")
+            ),
             # math.isfinite: inf passes `> 0` and nan fails every comparison, both train garbage.
             ("optim.lr", math.isfinite(self.optim.lr) and self.optim.lr > 0),
             (

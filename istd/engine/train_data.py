@@ -12,6 +12,7 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,5 @@ def make_train_loader(
 
 def make_train_set(samples: list[Sample], cfg: TrainConfig) -> EpochSeededDataset:
     """The augmented training set of `samples`."""
-    a = cfg.augment
-    transform = train_transform(
-        crop_size=a.crop_size, target_p=a.target_p, noise_p=a.noise_p, blur_p=a.blur_p, seed=0
-    )
+    transform = train_transform(**asdict(cfg.augment), seed=0)
     return EpochSeededDataset(samples, transform, cfg.train.seed)

@@ -154,8 +154,29 @@ def test_seeded_flips_and_rotation_draw_independently() -> None:
     assert len(_landing_spots(built)) == 8  # the seed= argument seeds the same way
 
 
+def test_horizontal_flip_alone_keeps_up_up() -> None:
+    # vflip_p = rot90_p = 0 (frames with a sky above the ground): the only orientations are the
+    # identity and the left-right mirror, both drawn
+    built = (
+        train_transform(8, target_p=0.0, noise_p=0.0, blur_p=0.0, vflip_p=0.0, rot90_p=0.0, seed=s)
+        for s in range(200)
+    )
+    seen = _landing_spots(built)
+    assert len(seen) == 2, seen
+    assert min(seen.values()) > 0.3 * 200, seen
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"crop_size": 0}, {"target_p": 1.5}, {"noise_p": -0.1}, {"blur_p": 2.0}]
+    "kwargs",
+    [
+        {"crop_size": 0},
+        {"target_p": 1.5},
+        {"noise_p": -0.1},
+        {"blur_p": 2.0},
+        {"hflip_p": 1.1},
+        {"vflip_p": -0.5},
+        {"rot90_p": 2.0},
+    ],
 )
 def test_train_transform_rejects_bad_settings(kwargs) -> None:
     with pytest.raises(ConfigError):
