@@ -99,7 +99,9 @@ class ScheduleConfig:
     """Learning-rate schedule, stepped once per optimiser step."""
 
     name: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = 0
+    # at most epochs - 1 are used; see `istd.engine.optim.build_scheduler` and the shipped
+    # configs for why AdaGrad needs one
+    warmup_epochs: int = 2
     min_lr: float = 1e-5
 
 
@@ -168,7 +170,7 @@ class TrainConfig:
                 math.isfinite(self.optim.weight_decay) and self.optim.weight_decay >= 0,
             ),
             ("optim.betas", len(self.optim.betas) == 2),
-            ("schedule.warmup_epochs", 0 <= self.schedule.warmup_epochs < self.train.epochs),
+            ("schedule.warmup_epochs", self.schedule.warmup_epochs >= 0),
             ("schedule.min_lr", 0 <= self.schedule.min_lr <= self.optim.lr),
             ("data.num_workers", self.data.num_workers >= 0),
             ("data.val_fraction", 0.0 < self.data.val_fraction < 1.0),

@@ -36,9 +36,13 @@ def build_scheduler(
     epochs: int,
     steps_per_epoch: int,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: linear warm-up over `warmup_epochs`, then cosine to `min_lr` (or flat)."""
+    """Per-step schedule: linear warm-up over `warmup_epochs`, then cosine to `min_lr` (or flat).
+
+    The warm-up is cut to ``epochs - 1`` epochs, so a short run of a shipped recipe (a smoke
+    test with ``train.epochs=1``) keeps a schedule instead of failing validation.
+    """
     total = epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    warmup = min(cfg.warmup_epochs, epochs - 1) * steps_per_epoch
     floor = cfg.min_lr / lr
 
     def factor(step: int) -> float:

@@ -218,6 +218,24 @@ def test_cosine_schedule_and_warmup() -> None:
     assert sched.get_last_lr()[0] == pytest.approx(1e-5)
 
 
+def test_warmup_is_cut_to_leave_one_epoch() -> None:
+    # the shipped 2-epoch warm-up on a 2-epoch run: one epoch of warm-up, then the cosine
+    from istd.engine.config import OptimConfig, ScheduleConfig
+    from istd.engine.optim import build_optimizer
+
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.05))
+    sched = build_scheduler(
+        opt, ScheduleConfig(warmup_epochs=2, min_lr=1e-5), 0.05, epochs=2, steps_per_epoch=2
+    )
+    lrs = []
+    for _ in range(4):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.025, 0.05, 0.05])
+    assert lrs[3] < 0.05
+
+
 def test_missing_dataset_and_unknown_split(tmp_path: Path, synthetic: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         fit(
