@@ -295,4 +295,7 @@ def write_report_json(
 ) -> Path:
     """Write a report as JSON, atomically; an existing file is kept unless ``overwrite``."""
     text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
+    # A file name that is not UTF-8 holds surrogate escapes; "backslashreplace" writes each as a
+    # JSON \udcXX escape, which json.loads turns back into the same str.
+    data = text.encode("utf-8", "backslashreplace")
+    return write_bytes_atomic(path, data, overwrite=overwrite)

@@ -85,7 +85,9 @@ class IRSTDDataset(Dataset):
             self.samples: list[Sample] = source.samples(split, limit=limit)
             self.split = split
         else:
-            self.samples = list(source)[:limit] if limit is not None else list(source)
+            if limit is not None and limit < 1:  # as DatasetIndex.samples: no slice from the end
+                raise DataError(f"limit must be at least 1, got {limit}")
+            self.samples = list(source)[:limit]
             self.split = split
         if not self.samples:
             raise DataError(f"split {split!r} holds no samples")

@@ -4,8 +4,8 @@ Every image format the ISTD datasets use (PNG, TIFF, BMP, JPEG; 8 or 16 bits; gr
 palette) becomes one float32 channel in [0, 1]. Decoding is done by OpenCV on bytes read with
 Python, so file names with spaces or non-ASCII characters work on every platform. OpenCV can
 accept a damaged file without complaint (older releases fill a cut JPEG with grey), so PNG and
-JPEG files are also validated with Pillow; a zero-byte, truncated or non-image file raises one
-`DataError` naming it.
+JPEG files are also validated with Pillow; a zero-byte, truncated, multi-page or non-image file
+raises one `DataError` naming it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".bmp", ".jpg", ".jpeg", "
 # ITU-R BT.601 luma weights, the ones OpenCV and Pillow use for RGB -> grey.
 _LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class RawImage:
 
     Attributes:
         pixels: the array OpenCV returns with IMREAD_UNCHANGED: (H, W) grey, (H, W, 3) BGR or
-            (H, W, 4) BGRA; uint8 or uint16. Palette images arrive expanded to BGR(A).
+            (H, W, 4) BGRA; uint8 or uint16. Palette images arrive expanded to BGR(A); JPEG
+            and TIFF arrive turned by their EXIF orientation.
         mode: a readable description such as ``"RGB 8-bit"`` or ``"palette 8-bit"``.
         full_scale: 255 for 8-bit data, 65535 for 16-bit data.
     """
@@ -106,9 +109,10 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _validate_with_pillow(data: bytes, path: Path) -> str | None:
-    """Check that a PNG or JPEG is complete; return Pillow's mode string when it can tell."""
-    is_png = data[:8] == b"\x89PNG\r\n\x1a\n"
-    is_jpeg = data[:3] == b"\xff\xd8\xff"
+    """Check that a PNG or JPEG is complete and that no file holds several pages or frames
+    (OpenCV would silently keep the first); return Pillow's mode string when it can tell."""
+    is_png = data.startswith(_PNG_MAGIC)
+    is_jpeg = data.startswith(_JPEG_MAGIC)
     # PNG and JPEG are opened by their plugin classes: the decompression-bomb guard lives in
     # Image.open and would call a large valid image corrupt (OpenCV has decoded it already).
     # This leaves Pillow's global MAX_IMAGE_PIXELS as it is for other code and threads.
@@ -120,6 +124,10 @@ def _validate_with_pillow(data: bytes, path: Path) -> str | None:
     try:
         with opener(io.BytesIO(data)) as im:
             mode = im.mode
+            try:
+                pages = getattr(im, "n_frames", 1)  # multi-page TIFF, animated PNG
+            except Exception as exc:  # a cut page chain raises KeyError, TypeError, EOFError...
+                raise DataError(f"{path}: truncated or corrupt list of pages ({exc!r})") from None
             if is_png:
                 # verify() walks every chunk and its CRC up to IEND without inflating pixels.
                 im.verify()
@@ -134,6 +142,8 @@ def _validate_with_pillow(data: bytes, path: Path) -> str | None:
             kind = "PNG" if is_png else "JPEG"
             raise DataError(f"{path}: truncated or corrupt {kind} file ({exc})") from None
         return None  # e.g. 16-bit RGB TIFF, which OpenCV reads but Pillow cannot open
+    if pages > 1:
+        raise DataError(f"{path}: holds {pages} pages or frames; expected a single image")
     return mode
 
 
@@ -147,13 +157,18 @@ def decode_image(path: str | os.PathLike[str]) -> RawImage:
         The decoded pixels with their mode and full-scale value.
 
     Raises:
-        DataError: the file is missing, empty, truncated, not an image, or not 8/16-bit.
+        DataError: the file is missing, empty, truncated, not an image, not 8/16-bit, or holds
+            several pages or frames.
     """
     path = Path(path)
     data = _read_bytes(path)
+    # IMREAD_UNCHANGED ignores a JPEG's EXIF orientation (TIFF's it applies); these flags turn
+    # the picture as viewers show it, on which masks are drawn. JPEG has no alpha to lose.
+    is_jpeg = data.startswith(_JPEG_MAGIC)
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if is_jpeg else cv2.IMREAD_UNCHANGED
     with _quiet_opencv():
         try:
-            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         except cv2.error:
             pixels = None
     if pixels is None or pixels.size == 0:

@@ -55,8 +55,9 @@ class Sample:
 
 
 def _natural_key(text: str) -> list[object]:
-    # Misc_2 before Misc_10, as people number their files.
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+    # Misc_2 before Misc_10, as people number their files. isdecimal, not isdigit: "²" is a
+    # digit that int() refuses.
+    return [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", text)]
 
 
 def read_split_file(path: str | os.PathLike[str]) -> list[str]:
@@ -232,12 +233,15 @@ class DatasetIndex:
         return len(self.images)
 
 
-def _index_masks(masks_dir: Path, fixes_dir: Path | None) -> tuple[dict[str, Path], set[str]]:
+def _index_masks(
+    masks_dir: Path, fixes_dir: Path | None, image_stems: set[str]
+) -> tuple[dict[str, Path], set[str]]:
     masks: dict[str, Path] = {}
     for stem, path in _list_images(masks_dir).items():
         sample_id = stem
         for suffix in _MASK_SUFFIXES[1:]:
-            if stem.endswith(suffix):
+            # An image of the same stem wins: folder datasets pair x_pixels0 with x_pixels0.
+            if stem.endswith(suffix) and stem not in image_stems:
                 sample_id = stem[: -len(suffix)]
         if sample_id in masks:
             raise DataError(
@@ -379,12 +383,12 @@ def open_dataset(
     if layout == "auto":
         layout = _detect(root, masks_dir, subdirs)
     main = _main_split_dir(root, layout, subdirs)
-    masks, fixed = _index_masks(masks_dir, fixes_dir)
-    split_files = _split_names(root, main, [d for d in subdirs if d != root], layout)
     images = _list_images(images_dir)
     if not images:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise DataError(f"{images_dir}: no image files ({exts})")
+    masks, fixed = _index_masks(masks_dir, fixes_dir, set(images))
+    split_files = _split_names(root, main, [d for d in subdirs if d != root], layout)
     train_split, test_split = _default_splits(layout, split_files)
     return DatasetIndex(
         root=root,

@@ -7,6 +7,7 @@ to luminance, as `istd.data.io.read_image` does for images.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,8 +153,9 @@ def frame_folder_paths(folder: str | Path) -> list[Path]:
 
 
 def _natural_key(path: Path) -> list[object]:
-    # Numbers compare as numbers so that frame_10 follows frame_9 whatever the zero padding.
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+    # Numbers compare as numbers so that frame_10 follows frame_9 whatever the zero padding
+    # (isdecimal, not isdigit: "²" is a digit that int() refuses).
+    return [int(t) if t.isdecimal() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
 def iter_frame_folder(folder: str | Path) -> Iterator[np.ndarray]:
@@ -203,19 +205,23 @@ class AtomicVideoWriter:
         self._target = AtomicFile(self.path, overwrite=True, suffix=self.path.suffix or ".mp4")
         self._tmp = self._target.tmp
         fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-        self._writer = cv2.VideoWriter(
-            str(self._tmp), fourcc, float(fps) if fps > 0 else 30.0, self._coded_size
-        )
+        # An infinite rate makes the encoder spin forever; NaN, 0 and negatives mean "unknown".
+        fps = float(fps) if math.isfinite(fps) and fps > 0 else 30.0
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, fps, self._coded_size)
         if not self._writer.isOpened():
             self._target.discard()
             raise DataError(f"{self.path}: OpenCV cannot open a video writer (codec mp4v)")
 
     def write(self, frame: np.ndarray) -> None:
         """Append one frame: (H, W, 3) uint8 BGR, or (H, W) uint8 grey."""
-        if frame.dtype != np.uint8 or frame.shape[:2] != (self.size[1], self.size[0]):
+        # OpenCV would skip any other channel count with a log line only.
+        if frame.dtype != np.uint8 or frame.shape not in (
+            (self.size[1], self.size[0]),
+            (self.size[1], self.size[0], 3),
+        ):
             raise DataError(
-                f"{self.path}: frame must be uint8 of size {self.size[1]}x{self.size[0]}, "
-                f"got {frame.dtype} {frame.shape}"
+                f"{self.path}: frame must be uint8 (H, W) or (H, W, 3) of size "
+                f"{self.size[1]}x{self.size[0]}, got {frame.dtype} {frame.shape}"
             )
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)  # (H, W) -> (H, W, 3)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -114,6 +117,20 @@ def test_json_report(make_tree, synth, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="already exists"):
         write_report_json(report, out)
     write_report_json(report, out, overwrite=True)
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="file names must be UTF-8 there")
+def test_json_report_with_non_utf8_file_name(make_tree, synth, tmp_path: Path) -> None:
+    # A Latin-1 name (e.g. from an old zip) reaches Python as a surrogate escape.
+    root = make_tree("folder")
+    name = os.fsdecode(b"caf\xe9.png")
+    synth.write_png(root / "images" / name, synth.pair(0)[0])  # no mask
+    report = check_dataset(root)
+    out = write_report_json(report, tmp_path / "report.json")
+    data = json.loads(out.read_bytes().decode("utf-8"))  # valid UTF-8 JSON
+    assert data["problems"] == [
+        {"path": str(root / "images" / name), "kind": "missing_mask", "detail": ANY}
+    ]
 
 
 def test_real_nuaa_sirst_counts_and_misc111(nuaa_sirst: Path) -> None:

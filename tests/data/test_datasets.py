@@ -53,6 +53,9 @@ def test_limit_and_index_source(make_tree) -> None:
     assert IRSTDDataset(index, "test", limit=1).ids == ["img_10"]
     samples = index.samples("all")
     assert IRSTDDataset(samples, limit=3).ids == [s.id for s in samples[:3]]
+    for source in (index, samples):  # a list is limited like an index, not sliced from the end
+        with pytest.raises(DataError, match="limit must be at least 1, got -1"):
+            IRSTDDataset(source, "all", limit=-1)
 
 
 def test_size_mismatch_names_both_files(make_tree, synth) -> None:

@@ -100,6 +100,24 @@ def test_jpeg_close_to_source(tmp_path: Path, array: np.ndarray) -> None:
     assert np.abs(image - expected).mean() < 0.03  # lossy, but the same picture
 
 
+def test_exif_rotated_jpeg_read_as_displayed(tmp_path: Path) -> None:
+    # Orientation 6: the stored 13 x 17 picture is shown turned 90 degrees clockwise, and masks
+    # are drawn on what is shown (TIFF orientation is applied by OpenCV already).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(GREY8).save(tmp_path / "rot.jpg", quality=100, exif=exif.tobytes())
+    image = read_image(tmp_path / "rot.jpg")
+    assert image.shape == (17, 13)
+    assert np.abs(image - np.rot90(GREY8, -1) / 255.0).mean() < 0.03
+
+
+def test_multi_page_tiff_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pages.tif"
+    Image.fromarray(GREY8).save(path, save_all=True, append_images=[Image.fromarray(255 - GREY8)])
+    with pytest.raises(DataError, match=r"pages\.tif: holds 2 pages"):
+        read_image(path)
+
+
 def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
     folder = tmp_path / "dir with space" / "ünïcødé 目标"
     folder.mkdir(parents=True)

@@ -164,6 +164,20 @@ def test_limit_keeps_first_ids(make_tree) -> None:
         index.samples("all", limit=0)
 
 
+def test_superscript_digits_in_names_sort(make_tree, synth) -> None:
+    # "²" is a digit to str.isdigit but not to int(); it must not break the natural order.
+    ids = ["img_2", "img_1²", "img_10"]
+    index = open_dataset(make_tree("folder", ids=ids))
+    assert index.ids("all") == ["img_1²", "img_2", "img_10"]
+
+
+def test_mask_named_like_sirst_pairs_with_same_named_image(make_tree, synth) -> None:
+    # Paired by stem first: only a mask without a same-named image drops its "_pixels0".
+    index = open_dataset(make_tree("folder", ids=["a_pixels0", "b"]))
+    assert [s.mask_path.name for s in index.samples("all")] == ["a_pixels0.png", "b.png"]
+    assert set(index.masks) == {"a_pixels0", "b"}
+
+
 def test_duplicate_stems_refused(make_tree, synth) -> None:
     root = make_tree("folder")
     image, _ = synth.pair(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -141,6 +142,38 @@ def test_frame_folder_natural_order(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no image"):
         frame_folder_paths(tmp_path / "empty")
+
+
+def test_frame_folder_unicode_digit_names(tmp_path: Path) -> None:
+    # "²" is a digit to str.isdigit but not to int(); it must not break the natural order.
+    for name in ("f1²2.png", "f1²10.png", "f1²1.png"):
+        cv2.imencode(".png", np.zeros((4, 5), np.uint8))[1].tofile(tmp_path / name)
+    assert [p.name for p in frame_folder_paths(tmp_path)] == ["f1²1.png", "f1²2.png", "f1²10.png"]
+
+
+def test_writer_refuses_frames_it_would_drop(tmp_path: Path) -> None:
+    # OpenCV skips a frame whose channel count is not 3 with a log line only, which would leave
+    # an empty video; the writer says so instead.
+    with AtomicVideoWriter(tmp_path / "x.mp4", 10, (8, 6)) as writer:
+        for shape in [(6, 8, 4), (6, 8, 1), (6, 8, 3, 1)]:
+            with pytest.raises(DataError, match="frame must be"):
+                writer.write(np.zeros(shape, np.uint8))
+        writer.write(np.zeros((6, 8, 3), np.uint8))
+    assert len(list(iter_video_frames(tmp_path / "x.mp4"))) == 1
+
+
+@pytest.mark.parametrize("fps", [float("inf"), float("nan")])
+def test_writer_with_non_finite_fps_uses_default(tmp_path: Path, fps: float) -> None:
+    # An infinite rate made the mp4v encoder spin forever; like 0, it falls back to 30 fps.
+    def write() -> None:
+        with AtomicVideoWriter(tmp_path / "x.mp4", fps, (8, 6)) as writer:
+            writer.write(np.zeros((6, 8), np.uint8))
+
+    worker = threading.Thread(target=write, daemon=True)  # a regression hangs here, not CI
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the writer hangs"
+    assert video_info(tmp_path / "x.mp4").fps == pytest.approx(30.0)
 
 
 def test_real_drone_video_decodes(drone_ir: Path) -> None:
