@@ -316,6 +316,8 @@ def render_report(root: Path, variants: Sequence[Variant], rows: dict[str, dict[
             f"{_f(test.get('fa'), 2, 1e6)} | {_f(lat['latency_ms'], 1)} | "
             f"{r['status'].done} (best {r['best_epoch']}) | {r['wall_h']:.2f} |"
         )
+    if settings.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in settings["notes"]]
     tested = {r["test"]["n_images"] for r in rows.values() if r.get("test")}
     if tested:
         lines += ["", f"Test images per variant: {', '.join(str(int(n)) for n in sorted(tested))}."]
@@ -384,6 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
     p.add_argument("--remeasure", action="store_true", help="measure latency again")
     p.add_argument("--device", default="cpu", help="test evaluation device")
+    p.add_argument(
+        "--note",
+        dest="notes",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a paragraph for the report's notes (repeatable)",
+    )
     args = p.parse_args(argv)
     command = "python tools/ablation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
@@ -415,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                            size=size, runs=args.latency_runs, threads=args.threads,
                            remeasure=args.remeasure, device=args.device)  # fmt: skip
             settings = {"command": command, "size": size, "runs": args.latency_runs,
-                        "threads": args.threads}  # fmt: skip
+                        "threads": args.threads, "notes": args.notes}  # fmt: skip
             write_atomic(
                 args.report, render_report(args.root, variants, rows, settings), overwrite=True
             )

@@ -133,6 +133,9 @@ def test_report_only_builds_the_table_from_finished_runs(tmp_path: Path, monkeyp
     monkeypatch.setattr("istd.engine.evaluate.run_evaluation", refuse)
     assert ab.main(args) == 0
     assert report.read_text() == text
+    assert "Notes:" not in text
+    assert ab.main([*args, "--note", "first *one*", "--note", "second"]) == 0
+    assert "Notes:\n\n- first *one*\n- second\n" in report.read_text()
 
 
 def test_cli_errors(tmp_path: Path, capsys) -> None:
