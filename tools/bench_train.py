@@ -70,7 +70,7 @@ def main() -> None:
     seed_everything(cfg.train.seed)
     model = build_model(args.model).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim)
     train_set = make_train_set(train, cfg)
     steps = len(make_train_loader(train_set, cfg, 0, 0, 1))
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, 1 + args.rounds, steps)

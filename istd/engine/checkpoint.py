@@ -257,9 +257,11 @@ def prepare_work_dir(
                 "--load-from and --resume together: --resume already restores the weights"
             )
         if saved_path.is_file():
-            saved = config_from_dict(
-                yaml.safe_load(saved_path.read_text(encoding="utf-8")), str(saved_path)
-            )
+            raw = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+            if isinstance(raw, dict) and isinstance(raw.get("optim"), dict):
+                # saved before optim.decay existed: those runs decayed every parameter
+                raw["optim"].setdefault("decay", "all")
+            saved = config_from_dict(raw, str(saved_path))
             if config is None:
                 config = saved
             elif config.to_dict() != saved.to_dict():

@@ -90,6 +90,10 @@ class OptimConfig:
     name: Literal["adagrad", "adam", "adamw"] = "adagrad"
     lr: float = 0.05
     weight_decay: float = 1e-4
+    # "weights": conv and linear weights only (biases, norms and the scan's A_log and D are
+    # left alone, as mamba_ssm and timm do); "all": every parameter, the recipe of
+    # the first shipped weights, kept so that runs started with it resume unchanged
+    decay: Literal["weights", "all"] = "weights"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float | None = None  # max global gradient norm (> 0); None: no clipping
 

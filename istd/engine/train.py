@@ -316,7 +316,7 @@ def _run(
 
     train_set = make_train_set(train_s, cfg)
     steps_per_epoch = len(make_train_loader(train_set, cfg, 0, info.rank, info.world_size))
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.epochs, steps_per_epoch)
     loss_fn = build_loss(cfg.loss)
     state = RunState()

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from istd.engine.checkpoint import load_checkpoint
 from istd.engine.config import load_config
@@ -132,6 +133,22 @@ def test_refuses_existing_run_and_bad_resume(synthetic: Path, tmp_path: Path) ->
         fit(None, tmp_path / "empty", resume=True)
 
 
+def test_run_saved_before_optim_decay_resumes_decaying_everything(
+    synthetic: Path, tmp_path: Path
+) -> None:
+    # config.yaml files written before optim.decay existed: those runs decayed every parameter
+    # (one optimiser group); their last.ckpt must load, and go on as it started
+    work = tmp_path / "run"
+    fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, "train.epochs=1", "optim.decay=all"))
+    saved = yaml.safe_load((work / "config.yaml").read_text())
+    del saved["optim"]["decay"]
+    saved["train"]["epochs"] = 2
+    (work / "config.yaml").write_text(yaml.safe_dump(saved))
+    result = fit(None, work, resume=True)  # two parameter groups would not load the state
+    assert result.epochs == 2
+    assert len(load_checkpoint(work / "last.ckpt")["optimizer"]["param_groups"]) == 1
+
+
 def test_resume_before_first_checkpoint_starts_fresh(synthetic: Path, tmp_path: Path) -> None:
     full = fit(
         "mim-istd_nuaa-sirst", tmp_path / "full", overrides=tiny(synthetic, "train.epochs=3")
@@ -204,7 +221,7 @@ def test_cosine_schedule_and_warmup() -> None:
     from istd.engine.config import OptimConfig, ScheduleConfig
     from istd.engine.optim import build_optimizer
 
-    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.05))
+    opt = build_optimizer(torch.nn.Linear(1, 1), OptimConfig(lr=0.05))
     sched = build_scheduler(
         opt, ScheduleConfig(warmup_epochs=1, min_lr=1e-5), 0.05, epochs=3, steps_per_epoch=2
     )
@@ -218,12 +235,29 @@ def test_cosine_schedule_and_warmup() -> None:
     assert sched.get_last_lr()[0] == pytest.approx(1e-5)
 
 
+def test_weight_decay_spares_biases_norms_and_scan_parameters() -> None:
+    from istd.engine.config import OptimConfig
+    from istd.engine.optim import build_optimizer
+    from istd.models.layers.ss2d import SS2D
+
+    block = SS2D(8)
+    opt = build_optimizer(block, OptimConfig(weight_decay=1e-4))
+    decayed, kept = ({id(p) for p in g["params"]} for g in opt.param_groups)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
+    names = {id(p): n for n, p in block.named_parameters()}
+    assert {names[i] for i in kept} >= {"A_log", "D", "dt_proj_bias", "out_norm.weight"}
+    assert {"in_proj.weight", "out_proj.weight", "conv.weight"} <= {names[i] for i in decayed}
+    assert len(decayed) + len(kept) == len(names)
+    everything = build_optimizer(block, OptimConfig(weight_decay=1e-4, decay="all"))
+    assert len(everything.param_groups) == 1
+
+
 def test_warmup_is_cut_to_leave_one_epoch() -> None:
     # the shipped 2-epoch warm-up on a 2-epoch run: one epoch of warm-up, then the cosine
     from istd.engine.config import OptimConfig, ScheduleConfig
     from istd.engine.optim import build_optimizer
 
-    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], OptimConfig(lr=0.05))
+    opt = build_optimizer(torch.nn.Linear(1, 1), OptimConfig(lr=0.05))
     sched = build_scheduler(
         opt, ScheduleConfig(warmup_epochs=2, min_lr=1e-5), 0.05, epochs=2, steps_per_epoch=2
     )

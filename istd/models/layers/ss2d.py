@@ -99,6 +99,10 @@ class SS2D(nn.Module):
         A = torch.arange(1, d_state + 1, **dd).expand(K * d_dir, d_state)
         self.A_log = nn.Parameter(torch.log(A).contiguous())  # (K*C', N)
         self.D = nn.Parameter(torch.ones(K * d_dir, **dd))  # (K*C',)
+        # weight decay would pull every A_log to 0 (one decay rate for all states), D to 0 and
+        # the step sizes to softplus(0) (the bias is (K, C'), so the 1-D rule misses it)
+        for kept in (self.A_log, self.D, self.dt_proj_bias):
+            kept._no_weight_decay = True
         self.affinity = ChannelAffinity(d_inner, **dd) if scan == "grouped" else None
         self.out_norm = nn.LayerNorm(d_inner, **dd)
         self.out_proj = nn.Linear(d_inner, dim, bias=False, **dd)
