@@ -186,10 +186,15 @@ def _section(folder: Path) -> list[str]:
     lines.append(f"| normalisation | {norm} |")
     if train:
         o, s, t, a = train["optim"], train["schedule"], train["train"], train["augment"]
+        # configs saved before optim.decay and the flip settings had the old behaviour
+        decayed = {"weights": "conv and linear weights", "all": "every parameter"}
+        flips = "/".join(f"{a.get(k, 0.5):g}" for k in ("hflip_p", "vflip_p", "rot90_p"))
         lines.append(
-            f"| recipe | {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g}, "
+            f"| recipe | {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g} on "
+            f"{decayed[o.get('decay', 'all')]}, "
             f"{s['name']} schedule (warm-up {s['warmup_epochs']}, min lr {s['min_lr']:g}), "
-            f"{train['loss']['name']} loss, {a['crop_size']} x {a['crop_size']} crops, batch "
+            f"{train['loss']['name']} loss, {a['crop_size']} x {a['crop_size']} crops, "
+            f"h-flip/v-flip/rot90 p {flips}, batch "
             f"{t['batch_size']}, seed {t['seed']}, validation every {t['val_every']} epochs |"
         )
     lines.append(f"| epochs | {done} done of {planned} planned |")
