@@ -69,9 +69,9 @@ def train_command(resolved: dict[str, Any], base: str | None = None) -> tuple[st
     Raises:
         ConfigError: no shipped config reproduces it (then only the YAML file itself does).
     """
-    from istd.engine.config import config_from_dict, load_config, shipped_configs
+    from istd.engine.config import config_from_saved, load_config, shipped_configs
 
-    target = config_from_dict(resolved, "train_config.yaml").to_dict()
+    target = config_from_saved(resolved, "train_config.yaml").to_dict()
     flat = _flatten(target)
     found = []
     for name in [base] if base else shipped_configs():

@@ -39,7 +39,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from istd._atomic import replace_dir_atomic, write_atomic
-from istd.engine.config import TrainConfig, config_from_dict, save_config
+from istd.engine.config import TrainConfig, config_from_saved, save_config
 from istd.errors import ConfigError, WeightsError
 
 CHECKPOINT_VERSION = 2
@@ -257,11 +257,9 @@ def prepare_work_dir(
                 "--load-from and --resume together: --resume already restores the weights"
             )
         if saved_path.is_file():
-            raw = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
-            if isinstance(raw, dict) and isinstance(raw.get("optim"), dict):
-                # saved before optim.decay existed: those runs decayed every parameter
-                raw["optim"].setdefault("decay", "all")
-            saved = config_from_dict(raw, str(saved_path))
+            saved = config_from_saved(
+                yaml.safe_load(saved_path.read_text(encoding="utf-8")), str(saved_path)
+            )
             if config is None:
                 config = saved
             elif config.to_dict() != saved.to_dict():

@@ -229,6 +229,16 @@ def shipped_configs() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def config_from_saved(raw: dict[str, Any], source: str = "config.yaml") -> TrainConfig:
+    """`config_from_dict` for a config a run saved (a work dir's `config.yaml`, a release's
+    `train_config.yaml`): keys added since then get the behaviour that run had, where the
+    default changed (a missing `optim.decay` means "all").
+    """
+    if isinstance(raw, dict) and isinstance(raw.get("optim"), dict):
+        raw = {**raw, "optim": {"decay": "all", **raw["optim"]}}
+    return config_from_dict(raw, source)
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig:
     """Build a `TrainConfig` from a nested dict, checking every key and type.
 
