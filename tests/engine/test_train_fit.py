@@ -217,22 +217,27 @@ def test_amp_runs_scan_in_float32(
     assert seen and all(dtype == torch.float32 and same for dtype, same in seen)
 
 
-def test_cosine_schedule_and_warmup() -> None:
+def _learning_rates(warmup_epochs: int, epochs: int, steps: int) -> list[float]:
+    """The learning rate of each step of a run of `epochs` epochs of 2 steps, lr 0.05."""
     from istd.engine.config import OptimConfig, ScheduleConfig
     from istd.engine.optim import build_optimizer
 
     opt = build_optimizer(torch.nn.Linear(1, 1), OptimConfig(lr=0.05))
-    sched = build_scheduler(
-        opt, ScheduleConfig(warmup_epochs=1, min_lr=1e-5), 0.05, epochs=3, steps_per_epoch=2
-    )
+    schedule = ScheduleConfig(warmup_epochs=warmup_epochs, min_lr=1e-5)
+    sched = build_scheduler(opt, schedule, 0.05, epochs=epochs, steps_per_epoch=2)
     lrs = []
-    for _ in range(6):
+    for _ in range(steps):
         lrs.append(sched.get_last_lr()[0])
         opt.step()
         sched.step()
+    return [*lrs, sched.get_last_lr()[0]]
+
+
+def test_cosine_schedule_and_warmup() -> None:
+    lrs = _learning_rates(warmup_epochs=1, epochs=3, steps=6)
     assert lrs[0] == pytest.approx(0.025) and lrs[1] == pytest.approx(0.05)
-    assert lrs[2] == pytest.approx(0.05) and lrs[-1] < lrs[3] < lrs[2]
-    assert sched.get_last_lr()[0] == pytest.approx(1e-5)
+    assert lrs[2] == pytest.approx(0.05) and lrs[-2] < lrs[3] < lrs[2]
+    assert lrs[-1] == pytest.approx(1e-5)
 
 
 def test_weight_decay_spares_biases_norms_and_scan_parameters() -> None:
@@ -254,18 +259,7 @@ def test_weight_decay_spares_biases_norms_and_scan_parameters() -> None:
 
 def test_warmup_is_cut_to_leave_one_epoch() -> None:
     # the shipped 2-epoch warm-up on a 2-epoch run: one epoch of warm-up, then the cosine
-    from istd.engine.config import OptimConfig, ScheduleConfig
-    from istd.engine.optim import build_optimizer
-
-    opt = build_optimizer(torch.nn.Linear(1, 1), OptimConfig(lr=0.05))
-    sched = build_scheduler(
-        opt, ScheduleConfig(warmup_epochs=2, min_lr=1e-5), 0.05, epochs=2, steps_per_epoch=2
-    )
-    lrs = []
-    for _ in range(4):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
+    lrs = _learning_rates(warmup_epochs=2, epochs=2, steps=4)
     assert lrs[:3] == pytest.approx([0.025, 0.05, 0.05])
     assert lrs[3] < 0.05
 
