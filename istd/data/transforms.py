@@ -54,8 +54,8 @@ def train_transform(
         seed: seed of the pipeline's random stream (None: not seeded); see `seed_transform`.
         hflip_p, vflip_p, rot90_p: probabilities of a horizontal flip, a vertical flip and a
             rotation by a random multiple of 90 degrees. All three at 0.5 give the eight
-            orientations equally often; a dataset whose frames have an up (sky above ground)
-            may do better with the horizontal flip alone.
+            orientations equally often. Frames with an up (sky above ground) might prefer the
+            horizontal flip alone; on NUAA-SIRST it made no difference (docs/ablation.md).
 
     Returns:
         An albumentations pipeline called as ``pipeline(image=..., mask=...)``.
