@@ -345,7 +345,9 @@ def collect(root: Path, variants: Sequence[Variant], *, data: Path | None, test_
         try:
             command = rw.train_command_line(config, str(run), base=CONFIG)
         except ConfigError:  # no shipped config reproduces it: the saved YAML does
-            command = f"istd train {run / 'config.yaml'} --work-dir {run}"
+            command = shlex.join(
+                ["istd", "train", str(run / "config.yaml"), "--work-dir", str(run)]
+            )
         row: dict[str, Any] = {"status": status, "config": config, "command": command}
         if status.finished:
             meta = read_config(run / "best")

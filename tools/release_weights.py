@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from istd._atomic import replace_dir_atomic, write_atomic
+from istd._atomic import recover_dir, replace_dir_atomic, write_atomic
 from istd.engine.evaluate import sha256_file
 from istd.errors import ConfigError, IstdError, WeightsError
 
@@ -133,7 +133,12 @@ def _val_iou(meta: dict[str, Any]) -> float | None:
 def _refuse_worse(dst: Path, new: dict[str, Any], force: bool) -> None:
     from istd.models.hub import read_config
 
-    if force or not (dst / "config.json").is_file():
+    if dst.exists() and not (dst / "config.json").is_file():
+        # replace_dir_atomic would delete it; --force is for weights, never for other files
+        raise WeightsError(
+            f"{dst} exists but is not a weights folder (no config.json): not replaced"
+        )
+    if force or not dst.exists():
         return
     old = read_config(dst)
     old_iou, new_iou = _val_iou(old), _val_iou(new)
@@ -255,6 +260,9 @@ def release(
                           "add --final (or drop --eval-test for an intermediate release)")  # fmt: skip
     meta = _check_run(run)
     dst = root / name
+    # A release killed between its two renames left the old weights at .<name>.old; restore
+    # them, or the check below finds no weights and the swap deletes them.
+    recover_dir(dst)
     _refuse_worse(dst, meta, force)
     resolved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     try:

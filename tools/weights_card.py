@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from istd._atomic import write_atomic
-from istd.errors import ConfigError
+from istd.errors import ConfigError, WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def train_command_line(
     """`istd train ...` as a shell line (see `train_command`)."""
     name, items = train_command(resolved, base)
     sets = "".join(f" --set {shlex.quote(item)}" for item in items)
-    return f"istd train {name} --work-dir {work_dir}{sets}"
+    return f"istd train {name} --work-dir {shlex.quote(work_dir)}{sets}"
 
 
 def _f(value: Any, digits: int = 4, scale: float = 1.0) -> str:
@@ -271,7 +271,10 @@ def _section(folder: Path) -> list[str]:
     if str(extra.get("dataset", "")).startswith("NUAA-SIRST"):
         lines += ["### Distance to the targets and the paper", ""]
         if test is not None:
-            lines.append(_distance(test, f"the {test['facts']['split']} split"))
+            # a smoke evaluation (--eval-limit) must not read as the whole split's distance
+            limit = test["facts"].get("limit")
+            first = f"the first {limit} images of " if limit else ""
+            lines.append(_distance(test, f"{first}the {test['facts']['split']} split"))
         else:
             lines.append(_distance(val, "the validation split (the targets are for test, "
                                         "which is not evaluated yet)"))  # fmt: skip
@@ -283,6 +286,8 @@ def render_card(weights_root: Path) -> str:
     """weights/README.md text: an introduction and one section per weights folder."""
     from istd.models.hub import DEFAULT_WEIGHTS
 
+    if not weights_root.is_dir():
+        raise WeightsError(f"{weights_root}: no such weights folder")
     folders = sorted(
         p for p in weights_root.iterdir()
         if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()

@@ -171,3 +171,14 @@ def test_report_refuses_a_run_of_another_variant(tmp_path: Path, capsys) -> None
     assert ab.main(args) == 1
     assert "holds a cross/mamba model, not local/mamba" in capsys.readouterr().err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_per_run_command_quotes_the_work_dir(tmp_path: Path) -> None:
+    import shlex
+
+    root = tmp_path / "my runs"
+    make_run(root, ab.Variant("cross", "mamba"), done=1)
+    rows = ab.collect(root, [ab.Variant("cross", "mamba")], data=None, test_limit=None,
+                      size=(64, 64), runs=1, threads=1, remeasure=False, device="cpu")  # fmt: skip
+    argv = shlex.split(rows["cross/mamba"]["command"])
+    assert argv[argv.index("--work-dir") + 1] == str(root / "cross-mamba")

@@ -208,3 +208,39 @@ def test_evaluation_redone_only_for_another_dataset_or_limit(
     with pytest.raises(AssertionError, match="evaluated again"):
         rw.release(run, "w", eval_test=nuaa_sirst, eval_limit=1, reeval=True, **opts)
     assert json.loads((dst / "metrics.json").read_text())["n_images"] == 1  # failed: untouched
+
+
+def test_recovers_weights_left_aside_by_a_killed_release(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    quiet = {"weights_root": root, "log": lambda _: None}
+    rw.release(make_run(tmp_path / "good", 0.6), "w", **quiet)
+    before = (root / "w" / "model.safetensors").read_bytes()
+    (root / "w").rename(root / ".w.old")  # killed between replace_dir_atomic's two renames
+    with pytest.raises(WeightsError, match="best val IoU 0.6000"):
+        rw.release(make_run(tmp_path / "worse", 0.4, seed=1), "w", **quiet)
+    assert (root / "w" / "model.safetensors").read_bytes() == before
+
+
+def test_refuses_to_replace_a_folder_that_holds_no_weights(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    (root / "w").mkdir(parents=True)
+    (root / "w" / "notes.txt").write_text("mine")
+    run = make_run(tmp_path / "run", 0.5)
+    with pytest.raises(WeightsError, match="not a weights folder"):
+        rw.release(run, "w", weights_root=root, force=True, log=lambda _: None)
+    assert (root / "w" / "notes.txt").read_text() == "mine"
+
+
+def test_card_only_of_a_missing_folder_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    assert rw.main(["--card-only", "--weights-root", str(tmp_path / "absent")]) == 1
+    assert "absent" in capsys.readouterr().err
+
+
+def test_distance_of_a_limited_test_evaluation_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    dst = rw.release(make_run(tmp_path / "run", 0.5), "w", weights_root=root, log=lambda _: None)
+    facts = {"dataset": "/d", "split": "test", "limit": 2}
+    test = {"iou": 0.8, "niou": 0.8, "pd": 1.0, "fa": 1e-6, "n_images": 2, "n_targets": 2,
+            "threshold": 0.5, "facts": facts}  # fmt: skip
+    (dst / "metrics.json").write_text(json.dumps(test))
+    assert "On the first 2 images of the test split: IoU 0.8" in rw.render_card(root)
