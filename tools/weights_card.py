@@ -111,6 +111,15 @@ def _limited(m: dict[str, Any]) -> str:
     return f" **Only the first {limit} images of the split (--eval-limit).**" if limit else ""
 
 
+def _saved_config(path: Path) -> dict[str, Any] | None:
+    """A run's saved config resolved as it trained (keys added since get that run's values)."""
+    from istd.engine.config import config_from_saved
+
+    if not path.is_file():
+        return None
+    return config_from_saved(yaml.safe_load(path.read_text(encoding="utf-8")), str(path)).to_dict()
+
+
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -154,8 +163,7 @@ def _section(folder: Path) -> list[str]:
     meta = read_config(folder)
     extra, cfg = meta["extra"], meta["config"]
     rel = _json(folder / "release.json") or {}
-    train = yaml.safe_load((folder / "train_config.yaml").read_text(encoding="utf-8")) if (
-        folder / "train_config.yaml").is_file() else None  # fmt: skip
+    train = _saved_config(folder / "train_config.yaml")
     rows = read_log(folder / "log.csv") if (folder / "log.csv").is_file() else []
     test, val = _json(folder / "metrics.json"), extra.get("metrics", {})
     params = sum(p.numel() for p in from_pretrained(folder).parameters())
@@ -186,12 +194,11 @@ def _section(folder: Path) -> list[str]:
     lines.append(f"| normalisation | {norm} |")
     if train:
         o, s, t, a = train["optim"], train["schedule"], train["train"], train["augment"]
-        # configs saved before optim.decay and the flip settings had the old behaviour
         decayed = {"weights": "conv and linear weights", "all": "every parameter"}
-        flips = "/".join(f"{a.get(k, 0.5):g}" for k in ("hflip_p", "vflip_p", "rot90_p"))
+        flips = "/".join(f"{a[k]:g}" for k in ("hflip_p", "vflip_p", "rot90_p"))
         lines.append(
             f"| recipe | {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g} on "
-            f"{decayed[o.get('decay', 'all')]}, "
+            f"{decayed[o['decay']]}, "
             f"{s['name']} schedule (warm-up {s['warmup_epochs']}, min lr {s['min_lr']:g}), "
             f"{train['loss']['name']} loss, {a['crop_size']} x {a['crop_size']} crops, "
             f"h-flip/v-flip/rot90 p {flips}, batch "
