@@ -63,7 +63,7 @@ def cpu_kernels_cached() -> bool:
         kernels = (  # the ones MiM-ISTD's inference runs
             scan_grid_cpu._dt_proj_softplus_kernel,
             scan_grid_cpu._scan_grid_kernel,
-            ss2d_grids_cpu._ss2d_grids_kernel,
+            ss2d_grids_cpu._grids_kernel(4, 4, 4, 4, 8, 16, 1),  # one index for all shapes
         )
         return all(os.path.exists(k._cache._cache_file._index_path) for k in kernels)
     except Exception:  # noqa: BLE001 (numba internals moved: do not guess)

@@ -19,6 +19,9 @@ Supported: orders whose directions all read every channel (``cross``, ``bidirect
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -39,149 +42,169 @@ def _silu(x):
     return x / (_ONE + _exp(-x))
 
 
-# error_model="numpy": no zero test on float divisions (SiLU, softplus), which would keep
-# LLVM from vectorising them
-@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def _ss2d_grids_kernel(
-    x, w_in, conv_w, conv_b, w_dtr, w_bc, w_dt, b_dt, A, Dv, ln_w, ln_b, ln_eps, w_out,
-    index, out, n_blocks,
-):  # fmt: skip
-    """One SS2D forward per grid.
+@functools.cache
+def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Callable:
+    """The fused kernel compiled for one block shape (grids of H x W tokens of dim d, K
+    directions over Di inner channels, N states, dt rank R).
 
-    x, out: (S, L, d) channels-last tokens of S grids of L = H * W tokens (row-major);
-    w_in: (d, 2 Di) in_proj transposed (x columns, then z); conv_w: (H, W, 9, Di) depthwise
-    taps per token, zero where the tap falls off the grid; conv_b: (Di,); w_dtr: (K, Di, R)
-    and w_bc: (K, Di, 2N), x_proj transposed and split; w_dt: (K, Di, R); b_dt: (K, Di);
-    A: (K, Di, N), negative; Dv: (K, Di); ln_w, ln_b: (Di,); w_out: (Di, d), out_proj
-    transposed; index: (K, L) scan orders.
-
-    Vector lanes: the scan and the B/C projections run across the N states (as in
-    `istd.ops.scan_cpu`, four channels per loop body), softplus and SiLU over whole flat
-    buffers. Loops over a few channels (4 to 32) would run in LLVM's scalar remainder loop.
+    The shape is a set of compile-time constants of the returned function, so LLVM unrolls and
+    vectorises the short loops over channels and states without remainder code: 20 to 30 %
+    faster on MiM-ISTD's word grids than with bounds read at run time. Each shape compiles
+    once per machine (Numba keys a cached closure by the values it captures).
     """
-    S, L, d = x.shape
-    K, Di, N = A.shape
-    R = w_dt.shape[2]
-    H, W = conv_w.shape[0], conv_w.shape[1]
-    inv_di = _ONE / np.float32(Di)
-    per_block = (S + n_blocks - 1) // n_blocks
-    for blk in prange(n_blocks):
-        xz = np.empty((L, 2 * Di), np.float32)  # in_proj output: x, then the gate z
-        zg = np.empty((L, Di), np.float32)
-        xc = np.empty((L, Di), np.float32)
-        bc = np.empty((K, L, 2 * N), np.float32)  # B then C of each token and direction
-        dt = np.empty((K, L, Di), np.float32)
-        y = np.empty((L, Di), np.float32)
-        h = np.empty((4, N), np.float32)
-        o = np.empty(d, np.float32)
-        dtr = np.empty(R, np.float32)
-        xc_flat, zg_flat, dt_flat = xc.reshape(L * Di), zg.reshape(L * Di), dt.reshape(K * L * Di)
-        for s in range(blk * per_block, min(S, blk * per_block + per_block)):
-            # in_proj: x -> (xi, z), across the 2 Di outputs
-            for t in range(L):
-                for c in range(2 * Di):
-                    xz[t, c] = _ZERO
-                for q in range(d):
-                    v = x[s, t, q]
-                    for c in range(2 * Di):
-                        xz[t, c] += v * w_in[q, c]
-            # depthwise 3 x 3 conv (zero padding folded into conv_w), then SiLU
-            for i in range(H):
-                for j in range(W):
-                    for c in range(Di):
-                        v = conv_b[c]
-                        for a in range(3):
-                            ii = min(max(i + a - 1, 0), H - 1)
-                            for b in range(3):
-                                src = ii * W + min(max(j + b - 1, 0), W - 1)
-                                v += conv_w[i, j, 3 * a + b, c] * xz[src, c]
-                        xc[i * W + j, c] = v
-            for m in range(L * Di):
-                xc_flat[m] = _silu(xc_flat[m])
-            # per-direction projections on grid order (a token's projection does not depend
-            # on when the scan reaches it): B and C across the states; dt, then its softplus
-            for k in range(K):
+    L = H * W
+
+    # error_model="numpy": no zero test on float divisions (SiLU, softplus), which would keep
+    # LLVM from vectorising them
+    @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
+    def _ss2d_grids_kernel(
+        x, w_in, conv_w, conv_b, w_dtr, w_bc, w_dt, b_dt, A, Dv, ln_w, ln_b, ln_eps, w_out,
+        index, out, n_blocks,
+    ):  # fmt: skip
+        """One SS2D forward per grid.
+
+        x, out: (S, L, d) channels-last tokens of S grids of L = H * W tokens (row-major);
+        w_in: (d, 2 Di) in_proj transposed (x columns, then z); conv_w: (H, W, 9, Di) depthwise
+        taps per token, zero where the tap falls off the grid; conv_b: (Di,); w_dtr: (K, Di, R)
+        and w_bc: (K, Di, 2N), x_proj transposed and split; w_dt: (K, Di, R); b_dt: (K, Di);
+        A: (K, Di, N), negative; Dv: (K, Di); ln_w, ln_b: (Di,); w_out: (Di, d), out_proj
+        transposed; index: (K, L) scan orders.
+
+        Vector lanes: the scan and the B/C projections run across the N states (as in
+        `istd.ops.scan_cpu`, four channels per loop body), softplus and SiLU over whole flat
+        buffers. Loops over a few channels (4 to 32) would run in LLVM's scalar remainder loop.
+        """
+        S = x.shape[0]
+        inv_di = _ONE / np.float32(Di)
+        per_block = (S + n_blocks - 1) // n_blocks
+        for blk in prange(n_blocks):
+            xz = np.empty((L, 2 * Di), np.float32)  # in_proj output: x, then the gate z
+            zg = np.empty((L, Di), np.float32)
+            xc = np.empty((L, Di), np.float32)
+            bc = np.empty((K, L, 2 * N), np.float32)  # B then C of each token and direction
+            dt = np.empty((K, L, Di), np.float32)
+            y = np.empty((L, Di), np.float32)
+            h = np.empty((4, N), np.float32)
+            o = np.empty(d, np.float32)
+            dtr = np.empty(R, np.float32)
+            xc_flat, zg_flat, dt_flat = (
+                xc.reshape(L * Di),
+                zg.reshape(L * Di),
+                dt.reshape(K * L * Di),
+            )
+            for s in range(blk * per_block, min(S, blk * per_block + per_block)):
+                # in_proj: x -> (xi, z), across the 2 Di outputs
                 for t in range(L):
-                    for n in range(2 * N):
-                        bc[k, t, n] = _ZERO
-                    for c in range(Di):
-                        v = xc[t, c]
-                        for n in range(2 * N):
-                            bc[k, t, n] += v * w_bc[k, c, n]
-                    for r in range(R):
-                        acc = _ZERO
-                        for c in range(Di):
-                            acc += xc[t, c] * w_dtr[k, c, r]
-                        dtr[r] = acc
-                    for c in range(Di):
-                        v = b_dt[k, c]
-                        for r in range(R):
-                            v += dtr[r] * w_dt[k, c, r]
-                        dt[k, t, c] = v
-            for m in range(K * L * Di):
-                dt_flat[m] = _softplus(dt_flat[m])
-            # the scans (four channels per loop body; a short last group repeats its last
-            # channel and adds it once), summed over directions on the grid
-            for t in range(L):
-                for c in range(Di):
-                    y[t, c] = Dv[0, c] * xc[t, c]
-                    for k in range(1, K):
-                        y[t, c] += Dv[k, c] * xc[t, c]
-            for k in range(K):
-                for c0 in range(0, Di, 4):
-                    c1, c2, c3 = min(c0 + 1, Di - 1), min(c0 + 2, Di - 1), min(c0 + 3, Di - 1)
-                    for i in range(4):
-                        for n in range(N):
-                            h[i, n] = _ZERO
-                    for step in range(L):
-                        t = index[k, step]
-                        dt0, dt1, dt2, dt3 = dt[k, t, c0], dt[k, t, c1], dt[k, t, c2], dt[k, t, c3]
-                        dx0, dx1 = dt0 * xc[t, c0], dt1 * xc[t, c1]
-                        dx2, dx3 = dt2 * xc[t, c2], dt3 * xc[t, c3]
-                        for n in range(N):
-                            bn = bc[k, t, n]
-                            h[0, n] = _exp(dt0 * A[k, c0, n]) * h[0, n] + dx0 * bn
-                            h[1, n] = _exp(dt1 * A[k, c1, n]) * h[1, n] + dx1 * bn
-                            h[2, n] = _exp(dt2 * A[k, c2, n]) * h[2, n] + dx2 * bn
-                            h[3, n] = _exp(dt3 * A[k, c3, n]) * h[3, n] + dx3 * bn
-                        y0, y1, y2, y3 = _ZERO, _ZERO, _ZERO, _ZERO
-                        for n in range(N):
-                            cn = bc[k, t, N + n]
-                            y0 += h[0, n] * cn
-                            y1 += h[1, n] * cn
-                            y2 += h[2, n] * cn
-                            y3 += h[3, n] * cn
-                        y[t, c0] += y0
-                        if c0 + 1 < Di:
-                            y[t, c1] += y1
-                        if c0 + 2 < Di:
-                            y[t, c2] += y2
-                        if c0 + 3 < Di:
-                            y[t, c3] += y3
-            # LayerNorm over channels, the silu(z) gate, out_proj
-            for t in range(L):
-                for c in range(Di):
-                    zg[t, c] = xz[t, Di + c]
-            for m in range(L * Di):
-                zg_flat[m] = _silu(zg_flat[m])
-            for t in range(L):
-                mean = _ZERO
-                for c in range(Di):
-                    mean += y[t, c]
-                mean *= inv_di
-                var = _ZERO
-                for c in range(Di):
-                    diff = y[t, c] - mean
-                    var += diff * diff
-                rstd = _ONE / np.sqrt(var * inv_di + ln_eps)
-                for q in range(d):
-                    o[q] = _ZERO
-                for c in range(Di):
-                    v = ((y[t, c] - mean) * rstd * ln_w[c] + ln_b[c]) * zg[t, c]
+                    for c in range(2 * Di):
+                        xz[t, c] = _ZERO
                     for q in range(d):
-                        o[q] += v * w_out[c, q]
-                for q in range(d):
-                    out[s, t, q] = o[q]
+                        v = x[s, t, q]
+                        for c in range(2 * Di):
+                            xz[t, c] += v * w_in[q, c]
+                # depthwise 3 x 3 conv (zero padding folded into conv_w), then SiLU
+                for i in range(H):
+                    for j in range(W):
+                        for c in range(Di):
+                            v = conv_b[c]
+                            for a in range(3):
+                                ii = min(max(i + a - 1, 0), H - 1)
+                                for b in range(3):
+                                    src = ii * W + min(max(j + b - 1, 0), W - 1)
+                                    v += conv_w[i, j, 3 * a + b, c] * xz[src, c]
+                            xc[i * W + j, c] = v
+                for m in range(L * Di):
+                    xc_flat[m] = _silu(xc_flat[m])
+                # per-direction projections on grid order (a token's projection does not depend
+                # on when the scan reaches it): B and C across the states; dt, then its softplus
+                for k in range(K):
+                    for t in range(L):
+                        for n in range(2 * N):
+                            bc[k, t, n] = _ZERO
+                        for c in range(Di):
+                            v = xc[t, c]
+                            for n in range(2 * N):
+                                bc[k, t, n] += v * w_bc[k, c, n]
+                        for r in range(R):
+                            acc = _ZERO
+                            for c in range(Di):
+                                acc += xc[t, c] * w_dtr[k, c, r]
+                            dtr[r] = acc
+                        for c in range(Di):
+                            v = b_dt[k, c]
+                            for r in range(R):
+                                v += dtr[r] * w_dt[k, c, r]
+                            dt[k, t, c] = v
+                for m in range(K * L * Di):
+                    dt_flat[m] = _softplus(dt_flat[m])
+                # the scans (four channels per loop body; a short last group repeats its last
+                # channel and adds it once), summed over directions on the grid
+                for t in range(L):
+                    for c in range(Di):
+                        y[t, c] = Dv[0, c] * xc[t, c]
+                        for k in range(1, K):
+                            y[t, c] += Dv[k, c] * xc[t, c]
+                for k in range(K):
+                    for c0 in range(0, Di, 4):
+                        c1, c2, c3 = min(c0 + 1, Di - 1), min(c0 + 2, Di - 1), min(c0 + 3, Di - 1)
+                        for i in range(4):
+                            for n in range(N):
+                                h[i, n] = _ZERO
+                        for step in range(L):
+                            t = index[k, step]
+                            dt0, dt1, dt2, dt3 = (
+                                dt[k, t, c0],
+                                dt[k, t, c1],
+                                dt[k, t, c2],
+                                dt[k, t, c3],
+                            )
+                            dx0, dx1 = dt0 * xc[t, c0], dt1 * xc[t, c1]
+                            dx2, dx3 = dt2 * xc[t, c2], dt3 * xc[t, c3]
+                            for n in range(N):
+                                bn = bc[k, t, n]
+                                h[0, n] = _exp(dt0 * A[k, c0, n]) * h[0, n] + dx0 * bn
+                                h[1, n] = _exp(dt1 * A[k, c1, n]) * h[1, n] + dx1 * bn
+                                h[2, n] = _exp(dt2 * A[k, c2, n]) * h[2, n] + dx2 * bn
+                                h[3, n] = _exp(dt3 * A[k, c3, n]) * h[3, n] + dx3 * bn
+                            y0, y1, y2, y3 = _ZERO, _ZERO, _ZERO, _ZERO
+                            for n in range(N):
+                                cn = bc[k, t, N + n]
+                                y0 += h[0, n] * cn
+                                y1 += h[1, n] * cn
+                                y2 += h[2, n] * cn
+                                y3 += h[3, n] * cn
+                            y[t, c0] += y0
+                            if c0 + 1 < Di:
+                                y[t, c1] += y1
+                            if c0 + 2 < Di:
+                                y[t, c2] += y2
+                            if c0 + 3 < Di:
+                                y[t, c3] += y3
+                # LayerNorm over channels, the silu(z) gate, out_proj
+                for t in range(L):
+                    for c in range(Di):
+                        zg[t, c] = xz[t, Di + c]
+                for m in range(L * Di):
+                    zg_flat[m] = _silu(zg_flat[m])
+                for t in range(L):
+                    mean = _ZERO
+                    for c in range(Di):
+                        mean += y[t, c]
+                    mean *= inv_di
+                    var = _ZERO
+                    for c in range(Di):
+                        diff = y[t, c] - mean
+                        var += diff * diff
+                    rstd = _ONE / np.sqrt(var * inv_di + ln_eps)
+                    for q in range(d):
+                        o[q] = _ZERO
+                    for c in range(Di):
+                        v = ((y[t, c] - mean) * rstd * ln_w[c] + ln_b[c]) * zg[t, c]
+                        for q in range(d):
+                            o[q] += v * w_out[c, q]
+                    for q in range(d):
+                        out[s, t, q] = o[q]
+
+    return _ss2d_grids_kernel
 
 
 def _conv_taps(weight: Tensor, H: int, W: int) -> Tensor:
@@ -239,7 +262,7 @@ def ss2d_grids_cpu(
     w_x = x_proj.detach().float().transpose(1, 2)  # (K, Di, R + 2N)
     out = torch.empty(S, H, W, d)
     sync_numba_threads()
-    _ss2d_grids_kernel(
+    _grids_kernel(H, W, d, K, Di, N, R)(
         arr(x).reshape(S, H * W, d),
         arr(in_proj.t()),  # (d, 2 Di)
         arr(_conv_taps(conv_weight, H, W)),  # (H, W, 9, Di)
