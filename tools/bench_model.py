@@ -1,7 +1,9 @@
 """MiM-ISTD forward speed and memory: latency and peak RSS at 256^2 .. 2048^2 per scan backend.
 
 Single image, batch 1, eval mode under `torch.inference_mode`, `--threads` CPU threads (2, the
-project's machines), random weights (the cost does not depend on them). Every (backend, size)
+project's machines), random weights (the cost does not depend on them). `--precision` (one or
+several, comma-separated) sets the dense convolutions' precision as `istd predict` does
+(`auto`: bfloat16 where the CPU multiplies it natively; `istd.models.precision`). Every (backend, size)
 runs in a fresh subprocess, so its peak RSS (`ru_maxrss`) is that forward's alone, not left over
 from a bigger size; `--warmup` forwards (the first also loads the compiled kernels) precede
 `--runs` timed forwards.
@@ -13,7 +15,7 @@ only run up to `--reference-max` (256 by default) and the table says where it wa
 Usage:
     python tools/bench_model.py [--model mim-istd] [--sizes 256,512,1024,2048]
                                 [--backends reference,cpu] [--threads 2] [--runs 3] [--warmup 1]
-                                [--reference-max 256] [--json FILE]
+                                [--reference-max 256] [--precision auto,float32] [--json FILE]
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ def _child(args: argparse.Namespace) -> None:
     import torch
 
     from istd.models import build_model
+    from istd.models.precision import resolve_precision, set_conv_precision
 
     torch.set_num_threads(args.threads)
     model = build_model(args.model, scan_backend=args.backend).eval()
+    set_conv_precision(model, resolve_precision(args.precision))
     x = torch.rand(1, model.config.in_chans, args.size, args.size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
@@ -65,7 +69,7 @@ def _child(args: argparse.Namespace) -> None:
     )
 
 
-def _run(args: argparse.Namespace, backend: str, size: int) -> dict:
+def _run(args: argparse.Namespace, backend: str, precision: str, size: int) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -82,6 +86,8 @@ def _run(args: argparse.Namespace, backend: str, size: int) -> dict:
         str(args.runs),
         "--warmup",
         str(args.warmup),
+        "--precision",
+        precision,
     ]
     try:
         done = subprocess.run(
@@ -115,6 +121,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first")
     parser.add_argument("--reference-max", type=int, default=256)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per (backend, size)")
+    parser.add_argument("--precision", default="auto", help="auto, float32, bfloat16; a list")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="cpu", help=argparse.SUPPRESS)
@@ -136,36 +143,39 @@ def main() -> None:
     )
     print(TARGETS)
     print()
-    print("| backend | size | median ms | best ms | peak RSS MiB | ms per Mpixel |")
-    print("|---|---|---|---|---|---|")
+    print("| backend | convolutions | size | median ms | best ms | peak RSS MiB | ms per Mpixel |")
+    print("|---|---|---|---|---|---|---|")
     results: dict[str, dict[int, dict]] = {}
     for backend in backends:
-        results[backend] = {}
-        for size in sizes:
-            if backend == "reference" and size > args.reference_max:
-                r = {
-                    "skipped": f"reference scan loops over L in Python (minutes above {args.reference_max}^2)"
-                }
-            elif backend == "triton" and "triton" not in available_backends():
-                r = {"skipped": "triton needs a CUDA device"}
-            else:
-                r = _run(args, backend, size)
-            results[backend][size] = r
-            if "skipped" in r:
-                print(f"| {backend} | {size}^2 | skipped: {r['skipped']} | | | |", flush=True)
-            else:
-                per_mp = r["median_ms"] / (size * size / 1e6)
-                print(
-                    f"| {backend} | {size}^2 | {r['median_ms']:.0f} | {r['best_ms']:.0f} | "
-                    f"{r['peak_rss_mb']:.0f} | {per_mp:.0f} |",
-                    flush=True,
-                )
+        for precision in args.precision.split(","):
+            label = f"{backend} {precision}"
+            results[label] = {}
+            for size in sizes:
+                if backend == "reference" and size > args.reference_max:
+                    r = {
+                        "skipped": f"reference scan loops over L in Python (minutes above {args.reference_max}^2)"
+                    }
+                elif backend == "triton" and "triton" not in available_backends():
+                    r = {"skipped": "triton needs a CUDA device"}
+                else:
+                    r = _run(args, backend, precision, size)
+                results[label][size] = r
+                row = f"| {backend} | {precision} | {size}^2 |"
+                if "skipped" in r:
+                    print(f"{row} skipped: {r['skipped']} | | | |", flush=True)
+                else:
+                    per_mp = r["median_ms"] / (size * size / 1e6)
+                    print(
+                        f"{row} {r['median_ms']:.0f} | {r['best_ms']:.0f} | "
+                        f"{r['peak_rss_mb']:.0f} | {per_mp:.0f} |",
+                        flush=True,
+                    )
     print()
-    for backend, by_size in results.items():
+    for label, by_size in results.items():
         a, b = by_size.get(512, {}), by_size.get(2048, {})
         if "median_ms" in a and "median_ms" in b:
             print(
-                f"{backend}: 2048^2 / 512^2 time ratio = {b['median_ms'] / a['median_ms']:.1f} (linear = 16)"
+                f"{label}: 2048^2 / 512^2 time ratio = {b['median_ms'] / a['median_ms']:.1f} (linear = 16)"
             )
     if args.json:
         _write_json(args.json, {"model": args.model, "threads": args.threads, "results": results})

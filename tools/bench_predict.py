@@ -8,10 +8,13 @@ Model: the default weights when they exist, else a **randomly initialised** `mim
 architecture and cost, meaningless masks); `--model NAME` times a registered model instead
 (random init for networks, e.g. `mim-istd-test`; weight-free detectors such as `tophat`), and
 `--weights DIR` a trained folder. The line `model:` of the output says which was timed.
+`--precision` (one or several, comma-separated, timed one after the other in the same run) sets
+the dense convolutions' precision as `istd predict --precision` does; `auto` is its default.
 
 Usage:
     python tools/bench_predict.py [--threads 2] [--videos 2] [--frames 32] [--images 20]
                                   [--batch 8] [--model NAME | --weights DIR] [--device cpu]
+                                  [--precision auto,float32]
                                   [--data-root ../shared/datasets] [--json FILE]
 """
 
@@ -34,8 +37,8 @@ from istd.engine.predict_inputs import atomic_text
 from istd.models import DEFAULT_WEIGHTS, build_model, list_models, weights_dir
 
 
-def _predictor(args: argparse.Namespace) -> tuple[Predictor, str]:
-    common = {"device": args.device, "batch_size": args.batch}
+def _predictor(args: argparse.Namespace, precision: str) -> tuple[Predictor, str]:
+    common = {"device": args.device, "batch_size": args.batch, "precision": precision}
     if args.weights:
         return Predictor(weights=args.weights, **common), f"weights {args.weights}"
     if args.model:
@@ -62,31 +65,9 @@ def _time(predictor: Predictor, frames: list[np.ndarray], batch: int) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--videos", type=int, default=2, help="drone videos timed")
-    parser.add_argument("--frames", type=int, default=32, help="frames timed per video")
-    parser.add_argument("--images", type=int, default=20, help="NUAA-SIRST images timed")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--model", choices=list_models())
-    parser.add_argument("--weights")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--data-root",
-        type=Path,
-        default=Path(__file__).resolve().parents[2] / "shared" / "datasets",
-    )
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    predictor, label = _predictor(args)
-    print(f"model: {label}")
-    print(
-        f"device: {args.device}, threads: {torch.get_num_threads()}, batch: {args.batch}, "
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
-    )
-    results: dict[str, object] = {"model": label, "threads": args.threads, "batch": args.batch}
+def _measure(args: argparse.Namespace, predictor: Predictor) -> dict[str, float]:
+    """Frames/s on the drone videos and images/s on NUAA-SIRST with one predictor."""
+    results: dict[str, float] = {"conv_dtype": str(predictor.conv_dtype)}
 
     videos = sorted((args.data_root / "Drone-detection-IR" / "Video_IR").glob("IR_DRONE_*.mp4"))
     frames_done = seconds = 0.0
@@ -118,6 +99,39 @@ def main() -> None:
         print(
             f"NUAA-SIRST: {len(loaded)} images (sizes vary) in {elapsed:.2f} s: {ips:.2f} images/s"
         )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--videos", type=int, default=2, help="drone videos timed")
+    parser.add_argument("--frames", type=int, default=32, help="frames timed per video")
+    parser.add_argument("--images", type=int, default=20, help="NUAA-SIRST images timed")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--model", choices=list_models())
+    parser.add_argument("--weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", help="auto, float32, bfloat16; a list")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "datasets",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results: dict[str, object] = {"threads": args.threads, "batch": args.batch}
+    for precision in args.precision.split(","):
+        predictor, label = _predictor(args, precision)
+        convs = str(predictor.conv_dtype).removeprefix("torch.")
+        print(f"model: {label}; --precision {precision}: {convs} dense convolutions")
+        print(
+            f"device: {args.device}, threads: {torch.get_num_threads()}, batch: {args.batch}, "
+            f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        )
+        results["model"] = label
+        results[precision] = _measure(args, predictor)
     if args.json:
         with atomic_text(args.json) as handle:
             handle.write(json.dumps(results, indent=2) + "\n")

@@ -76,6 +76,14 @@ def compiles_first(sources: list[str], device: str) -> bool:
 
 DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
 BatchOption = Annotated[int, typer.Option("--batch", help="Frames per forward pass.")]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto: bfloat16 dense convolutions on a CPU with native bfloat16 (AVX512-BF16, "
+        "AMX), float32 elsewhere; float32: exact arithmetic; bfloat16.",
+    ),
+]
 
 
 def overwrite_option(help: str) -> Any:

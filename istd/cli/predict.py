@@ -15,6 +15,7 @@ from istd.cli._options import (
     FIRST_RUN_NOTE,
     BatchOption,
     DeviceOption,
+    PrecisionOption,
     ModelOption,
     ThresholdOption,
     WeightsOption,
@@ -77,6 +78,7 @@ def predict(
     ] = 1024,
     batch: BatchOption = 8,
     device: DeviceOption = "cpu",
+    precision: PrecisionOption = "auto",
     shard: Annotated[
         str, typer.Option(help="Process the K-th of N slices of the inputs, as K/N.")
     ] = "1/1",
@@ -144,6 +146,7 @@ def predict(
             threshold=threshold,
             tile=tile,
             batch_size=batch,
+            precision=precision,
             options=options,
             recursive=recursive,
             glob=glob,
@@ -158,6 +161,7 @@ def predict(
         progress.update(task, completed=summary.inputs, description="predict")
     table = key_value_table(f"istd predict -> {out}")
     table.add_row("weights", summary.weights)
+    table.add_row("convolutions", summary.precision)
     table.add_row("inputs", f"{summary.inputs:,} (shard {summary.shard})")
     table.add_row("processed", f"{summary.processed:,}")
     if summary.skipped:
@@ -197,6 +201,7 @@ def eval_video(
     margin: Annotated[float, typer.Option(help="Pixels by which each label box is grown.")] = 2.0,
     batch: BatchOption = 8,
     device: DeviceOption = "cpu",
+    precision: PrecisionOption = "auto",
     overwrite: Annotated[
         bool, overwrite_option("Replace existing --json / --markdown files.")
     ] = False,
@@ -232,6 +237,7 @@ def eval_video(
             device=device,
             threshold=threshold,
             batch_size=batch,
+            precision=precision,
             margin=margin,
             json_path=json_path,
             markdown_path=markdown,

@@ -19,6 +19,7 @@ from torch import nn
 
 from istd.engine.detections import Detection, find_detections
 from istd.errors import BackendError, ConfigError, DataError
+from istd.models.precision import resolve_precision, set_conv_precision
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -105,6 +106,9 @@ class Predictor:
         overlap: pixels shared by neighbouring tiles, blended linearly; min(64, tile // 4)
             when omitted.
         batch_size: frames (or tiles) per forward pass.
+        precision: ``auto`` (bfloat16 dense convolutions on a CPU that multiplies bfloat16
+            natively, float32 elsewhere), ``float32`` or ``bfloat16``; see
+            `istd.models.precision`.
 
     Raises:
         WeightsError: the weights are missing or unreadable.
@@ -126,6 +130,7 @@ class Predictor:
         tile: int = 1024,
         overlap: int | None = None,
         batch_size: int = 8,
+        precision: str = "auto",
     ) -> None:
         if weights is not None and model is not None:
             raise ConfigError("give either weights or model, not both")
@@ -143,6 +148,7 @@ class Predictor:
             torch.empty(0, device=self.device)
         except (RuntimeError, AssertionError) as exc:
             raise BackendError(f"device {str(device)!r} is not available here: {exc}") from None
+        self.conv_dtype = resolve_precision(precision, self.device)  # checked before loading
         if isinstance(model, nn.Module):
             self.model = model
             self.weights_id = str(getattr(model, "model_name", type(model).__name__))
@@ -154,6 +160,7 @@ class Predictor:
             self.model = from_pretrained(source, device=self.device)
             self.weights_id = Path(str(source)).name if weights is not None else str(source)
         self.model = self.model.to(self.device).eval()
+        set_conv_precision(self.model, self.conv_dtype)
         config = getattr(self.model, "config", None)
         self.in_chans = int(getattr(config, "in_chans", 1) or 1)
         self.threshold = float(threshold)

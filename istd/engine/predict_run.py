@@ -94,6 +94,7 @@ class PredictSummary:
     weights: str
     threshold: float
     shard: str
+    precision: str  # the dense convolutions' dtype (`istd.models.precision`)
 
 
 def outputs_for(item: InputItem, out: Path, options: PredictOptions) -> list[Path]:
@@ -392,6 +393,7 @@ def run_predict(
         weights=predictor.weights_id,
         threshold=predictor.threshold,
         shard=f"{shard[0]}/{shard[1]}",
+        precision=str(predictor.conv_dtype).removeprefix("torch."),
     )
     with atomic_text(summary_path) as handle:
         json.dump(asdict(summary), handle, indent=2)
@@ -418,6 +420,7 @@ def predict_paths(
     threshold: float = 0.5,
     tile: int = 1024,
     batch_size: int = 8,
+    precision: str = "auto",
     options: PredictOptions | None = None,
     recursive: bool = False,
     glob: str = "*",
@@ -440,6 +443,7 @@ def predict_paths(
         threshold: probability threshold.
         tile: tile size for large frames.
         batch_size: frames per forward pass.
+        precision: dense-convolution precision (`istd.Predictor`).
         options: output switches.
         recursive: search folders recursively.
         glob: file pattern in folders.
@@ -475,6 +479,7 @@ def predict_paths(
         threshold=threshold,
         tile=tile,
         batch_size=batch_size,
+        precision=precision,
     )
     if on_start:
         on_start(items)

@@ -263,12 +263,14 @@ class VideoEvalReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     weights: str = ""
     threshold: float = 0.5
+    precision: str = "float32"  # the dense convolutions' dtype (`istd.models.precision`)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "weights": self.weights,
             "threshold": self.threshold,
+            "precision": self.precision,
             "total": self.total.to_dict(),
             "videos": [v.to_dict() for v in self.videos],
             "failures": self.failures,
@@ -357,6 +359,7 @@ def evaluate_videos(
         failures=failures,
         weights=predictor.weights_id,
         threshold=predictor.threshold,
+        precision=str(predictor.conv_dtype).removeprefix("torch."),
     )
 
 
@@ -369,6 +372,7 @@ def run_video_eval(
     device: str = "cpu",
     threshold: float = 0.5,
     batch_size: int = 8,
+    precision: str = "auto",
     margin: float = 2.0,
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
@@ -388,6 +392,7 @@ def run_video_eval(
         device: torch device.
         threshold: probability threshold.
         batch_size: frames per forward pass.
+        precision: dense-convolution precision (`istd.Predictor`).
         margin: pixels by which label boxes are grown.
         json_path: write the report as JSON here.
         markdown_path: write the Markdown table here.
@@ -409,7 +414,12 @@ def run_video_eval(
             raise DataError(f"{path}: already exists; pass --overwrite to replace it")
     pairs = pair_videos(videos, labels)
     predictor = Predictor(
-        weights=weights, model=model, device=device, threshold=threshold, batch_size=batch_size
+        weights=weights,
+        model=model,
+        device=device,
+        threshold=threshold,
+        batch_size=batch_size,
+        precision=precision,
     )
     if on_start:
         on_start(pairs)

@@ -42,6 +42,7 @@ def test_help_lists_options() -> None:
         "--tile",
         "--batch",
         "--device",
+        "--precision",
         "--shard",
         "--recursive",
         "--glob",
@@ -98,12 +99,25 @@ def test_trained_weights_folder_and_stdin(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(
         app,
-        ["predict", "-", "--out", str(out), "--weights", str(weights), "--save-prob"],
+        [
+            "predict", "-", "--out", str(out), "--weights", str(weights), "--save-prob",
+            "--precision", "float32",
+        ],
         input=listing,
-    )
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*_prob.png")) == ["img0_prob.png", "img2_prob.png"]
-    assert json.loads((out / "summary.json").read_text())["weights"] == "w"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weights"] == "w" and summary["precision"] == "float32"
+
+
+def test_unknown_precision_is_one_line(tmp_path: Path) -> None:
+    src = _images(tmp_path / "in")
+    result = runner.invoke(
+        app, ["predict", str(src), "--out", str(tmp_path / "out"), "--precision", "half"]
+    )
+    assert result.exit_code != 0 and "precision must be one of" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_default_weights_is_one_line(

@@ -122,3 +122,9 @@ def test_mixed_sizes_in_batch_raise() -> None:
 def test_bad_options(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         Predictor(model=BrightSpot(), **kwargs)
+
+
+def test_precision_is_checked_before_the_weights_load() -> None:
+    assert Predictor(model=BrightSpot(), precision="float32").conv_dtype == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        Predictor(weights="no-such-weights", precision="fp8")
