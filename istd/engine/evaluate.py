@@ -27,6 +27,7 @@ from istd.errors import BackendError, DataError
 from istd.metrics import Metrics
 from istd.metrics.report import EvalRun, GalleryItem, overlay, prepare_out_dir, write_comparison
 from istd.metrics.report import write_report as write_run_report
+from istd.models.precision import resolve_precision, set_conv_precision
 
 __all__ = ["EvalSummary", "evaluate", "run_evaluation"]
 
@@ -242,6 +243,7 @@ def run_evaluation(
     threshold: float = 0.5,
     matching: str = "first",
     device: str = "cpu",
+    precision: str = "float32",
     limit: int | None = None,
     gallery: int = 8,
     overwrite: bool = False,
@@ -260,6 +262,8 @@ def run_evaluation(
         threshold: probability threshold of the headline metrics.
         matching: `first` (BasicIRSTD) or `optimal` target matching.
         device: `cpu` or `cuda`.
+        precision: the dense convolutions' precision (`istd.models.precision`); float32, the
+            default, gives the figures comparable across machines.
         limit: evaluate only the first `limit` ids of the split.
         gallery: how many worst images to draw.
         overwrite: replace files of an existing report.
@@ -280,6 +284,7 @@ def run_evaluation(
     if not sources:
         raise DataError("no model to evaluate: pass --weights, --model or --compare")
     dev = _resolve_device(device)
+    conv_dtype = resolve_precision(precision, dev)
     index = open_dataset(data, layout=layout)
     split = split or index.test_split
     samples = index.samples(split, limit=limit)
@@ -287,6 +292,8 @@ def run_evaluation(
         raise DataError(f"{data}: split {split!r} holds no samples")
     # Load every model before writing anything, so a bad source fails fast and leaves no files.
     models = [(s, from_pretrained(s, device=dev)) for s in sources]
+    for _, model in models:
+        set_conv_precision(model, conv_dtype)
     out_dir = prepare_out_dir(out, overwrite)
     dataset = IRSTDDataset(samples, split=split)
     data_facts = {
@@ -325,6 +332,7 @@ def run_evaluation(
             "matching": matching,
             "niou_empty": metrics.niou_empty,
             "device": str(dev),
+            "precision": str(conv_dtype).removeprefix("torch."),
             "device_name": torch.cuda.get_device_name(dev)
             if dev.type == "cuda"
             else platform.processor() or "cpu",

@@ -121,6 +121,7 @@ def test_eval_compare_passes_every_source(tmp_path: Path, monkeypatch) -> None:
     assert result.exit_code == 1 and "stop here" in result.output
     assert seen["sources"] == ["w1", "tophat", "mpcm"]
     assert seen["matching"] == "optimal" and seen["threshold"] == 0.4
+    assert seen["precision"] == "float32"  # the comparable figures unless asked otherwise
 
 
 def test_eval_compare_without_weights_starts_with_the_default(tmp_path: Path, monkeypatch) -> None:
