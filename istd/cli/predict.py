@@ -161,7 +161,7 @@ def predict(
         progress.update(task, completed=summary.inputs, description="predict")
     table = key_value_table(f"istd predict -> {out}")
     table.add_row("weights", summary.weights)
-    table.add_row("convolutions", summary.precision)
+    table.add_row("convolutions", summary.conv_dtype)
     table.add_row("inputs", f"{summary.inputs:,} (shard {summary.shard})")
     table.add_row("processed", f"{summary.processed:,}")
     if summary.skipped:

@@ -332,7 +332,7 @@ def run_evaluation(
             "matching": matching,
             "niou_empty": metrics.niou_empty,
             "device": str(dev),
-            "precision": str(conv_dtype).removeprefix("torch."),
+            "conv_dtype": str(conv_dtype).removeprefix("torch."),
             "device_name": torch.cuda.get_device_name(dev)
             if dev.type == "cuda"
             else platform.processor() or "cpu",

@@ -94,7 +94,7 @@ class PredictSummary:
     weights: str
     threshold: float
     shard: str
-    precision: str  # the dense convolutions' dtype (`istd.models.precision`)
+    conv_dtype: str  # the dense convolutions' dtype (`istd.models.precision`)
 
 
 def outputs_for(item: InputItem, out: Path, options: PredictOptions) -> list[Path]:
@@ -393,7 +393,7 @@ def run_predict(
         weights=predictor.weights_id,
         threshold=predictor.threshold,
         shard=f"{shard[0]}/{shard[1]}",
-        precision=str(predictor.conv_dtype).removeprefix("torch."),
+        conv_dtype=str(predictor.conv_dtype).removeprefix("torch."),
     )
     with atomic_text(summary_path) as handle:
         json.dump(asdict(summary), handle, indent=2)

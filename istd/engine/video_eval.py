@@ -263,14 +263,14 @@ class VideoEvalReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     weights: str = ""
     threshold: float = 0.5
-    precision: str = "float32"  # the dense convolutions' dtype (`istd.models.precision`)
+    conv_dtype: str = "float32"  # the dense convolutions' dtype (`istd.models.precision`)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "weights": self.weights,
             "threshold": self.threshold,
-            "precision": self.precision,
+            "conv_dtype": self.conv_dtype,
             "total": self.total.to_dict(),
             "videos": [v.to_dict() for v in self.videos],
             "failures": self.failures,
@@ -359,7 +359,7 @@ def evaluate_videos(
         failures=failures,
         weights=predictor.weights_id,
         threshold=predictor.threshold,
-        precision=str(predictor.conv_dtype).removeprefix("torch."),
+        conv_dtype=str(predictor.conv_dtype).removeprefix("torch."),
     )
 
 

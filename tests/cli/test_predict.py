@@ -108,7 +108,7 @@ def test_trained_weights_folder_and_stdin(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*_prob.png")) == ["img0_prob.png", "img2_prob.png"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["weights"] == "w" and summary["precision"] == "float32"
+    assert summary["weights"] == "w" and summary["conv_dtype"] == "float32"
 
 
 def test_unknown_precision_is_one_line(tmp_path: Path) -> None:

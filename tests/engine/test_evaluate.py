@@ -129,7 +129,7 @@ def test_run_evaluation_with_saved_weights_and_compare(tmp_path: Path) -> None:
     ):
         assert (out / name).is_file(), name
     facts = json.loads((out / "w" / "metrics.json").read_text())["facts"]
-    assert len(facts["weights_sha256"]) == 64 and facts["precision"] == "float32"
+    assert len(facts["weights_sha256"]) == 64 and facts["conv_dtype"] == "float32"
     cmp = pd.read_csv(out / "comparison.csv")
     assert list(cmp["model"]) == ["w", "tophat"]
 
