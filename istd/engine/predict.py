@@ -160,7 +160,8 @@ class Predictor:
             self.model = from_pretrained(source, device=self.device)
             self.weights_id = Path(str(source)).name if weights is not None else str(source)
         self.model = self.model.to(self.device).eval()
-        set_conv_precision(self.model, self.conv_dtype)
+        if not set_conv_precision(self.model, self.conv_dtype):
+            self.conv_dtype = torch.float32  # nothing to switch (weight-free detectors)
         config = getattr(self.model, "config", None)
         self.in_chans = int(getattr(config, "in_chans", 1) or 1)
         self.threshold = float(threshold)
