@@ -89,7 +89,7 @@ class OptimConfig:
 
     name: Literal["adagrad", "adam", "adamw"] = "adagrad"
     lr: float = 0.05
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.0  # see the shipped configs: AdaGrad's L2 decay zeroes SS2D weights
     # "weights": conv and linear weights only (biases, norms and the scan's A_log and D are
     # left alone, as mamba_ssm and timm do); "all": every parameter, the recipe of
     # the first shipped weights, kept so that runs started with it resume unchanged

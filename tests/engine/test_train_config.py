@@ -17,11 +17,11 @@ from istd.engine.config import (
 from istd.errors import ConfigError
 
 
-def test_defaults_follow_acm_dnanet_recipe() -> None:
+def test_defaults_follow_acm_dnanet_recipe_without_weight_decay() -> None:
     cfg = load_config(None)
     assert cfg.optim.name == "adagrad"
     assert cfg.optim.lr == 0.05
-    assert cfg.optim.weight_decay == 1e-4
+    assert cfg.optim.weight_decay == 0.0  # AdaGrad's L2 decay zeroes the SS2D projections
     assert cfg.loss.name == "softiou"
     assert cfg.augment.crop_size == 256
     assert cfg.train.best_metric == "iou"
