@@ -4,9 +4,10 @@ MiM-ISTD runs an inner SS2D over the 4 x 4 words of every sentence: about 4,000 
 tokens with 4 to 32 channels at 512 x 512. Done op by op in PyTorch, that is some twenty passes
 over tensors whose channel dimension (4 to 64) is too narrow for its GEMM and elementwise
 kernels, and it measured about 40 % of the network's time. Here one kernel takes each grid
-through the whole block while it sits in L1: in_proj, 3 x 3 depthwise conv + SiLU,
-per-direction x_proj / dt_proj + softplus, the selective scan in every direction with the D
-skip, the sum over directions, LayerNorm, the ``silu(z)`` gate and out_proj.
+through the whole pre-norm residual step ``x + SS2D(LayerNorm(x))`` while it sits in L1: the
+LayerNorm, in_proj, 3 x 3 depthwise conv + SiLU, per-direction x_proj / dt_proj + softplus,
+the selective scan in every direction with the D skip, the sum over directions, LayerNorm, the
+``silu(z)`` gate, out_proj and the residual add.
 
 As in `istd.ops.scan_cpu`, the scan's vector lanes are the N states, four channels per loop
 body; loops over the grids' few channels would run in LLVM's scalar remainder loop. No
@@ -58,13 +59,13 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
     # LLVM from vectorising them
     @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
     def _ss2d_grids_kernel(
-        x, w_in, conv_w, conv_b, w_dtr, w_bc, w_dt, b_dt, A, Dv, ln_w, ln_b, ln_eps, w_out,
-        index, out, n_blocks,
+        x, pre_w, pre_b, pre_eps, w_in, conv_w, conv_b, w_dtr, w_bc, w_dt, b_dt, A, Dv, ln_w,
+        ln_b, ln_eps, w_out, index, out, n_blocks,
     ):  # fmt: skip
-        """One SS2D forward per grid.
+        """out = x + SS2D(LayerNorm(x)) per grid (a pre-norm residual step).
 
         x, out: (S, L, d) channels-last tokens of S grids of L = H * W tokens (row-major);
-        w_in: (d, 2 Di) in_proj transposed (x columns, then z); conv_w: (H, W, 9, Di) depthwise
+        pre_w, pre_b: (d,) and pre_eps the LayerNorm before the block; w_in: (d, 2 Di) in_proj transposed (x columns, then z); conv_w: (H, W, 9, Di) depthwise
         taps per token, zero where the tap falls off the grid; conv_b: (Di,); w_dtr: (K, Di, R)
         and w_bc: (K, Di, 2N), x_proj transposed and split; w_dt: (K, Di, R); b_dt: (K, Di);
         A: (K, Di, N), negative; Dv: (K, Di); ln_w, ln_b: (Di,); w_out: (Di, d), out_proj
@@ -75,9 +76,10 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
         buffers. Loops over a few channels (4 to 32) would run in LLVM's scalar remainder loop.
         """
         S = x.shape[0]
-        inv_di = _ONE / np.float32(Di)
+        inv_d, inv_di = _ONE / np.float32(d), _ONE / np.float32(Di)
         per_block = (S + n_blocks - 1) // n_blocks
         for blk in prange(n_blocks):
+            xn = np.empty((L, d), np.float32)  # the normalised tokens
             xz = np.empty((L, 2 * Di), np.float32)  # in_proj output: x, then the gate z
             zg = np.empty((L, Di), np.float32)
             xc = np.empty((L, Di), np.float32)
@@ -93,12 +95,25 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
                 dt.reshape(K * L * Di),
             )
             for s in range(blk * per_block, min(S, blk * per_block + per_block)):
+                # the pre-norm over each token's d channels
+                for t in range(L):
+                    mean = _ZERO
+                    for q in range(d):
+                        mean += x[s, t, q]
+                    mean *= inv_d
+                    var = _ZERO
+                    for q in range(d):
+                        diff = x[s, t, q] - mean
+                        var += diff * diff
+                    rstd = _ONE / np.sqrt(var * inv_d + pre_eps)
+                    for q in range(d):
+                        xn[t, q] = (x[s, t, q] - mean) * rstd * pre_w[q] + pre_b[q]
                 # in_proj: x -> (xi, z), across the 2 Di outputs
                 for t in range(L):
                     for c in range(2 * Di):
                         xz[t, c] = _ZERO
                     for q in range(d):
-                        v = x[s, t, q]
+                        v = xn[t, q]
                         for c in range(2 * Di):
                             xz[t, c] += v * w_in[q, c]
                 # depthwise 3 x 3 conv (zero padding folded into conv_w), then SiLU
@@ -202,7 +217,7 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
                         for q in range(d):
                             o[q] += v * w_out[c, q]
                     for q in range(d):
-                        out[s, t, q] = o[q]
+                        out[s, t, q] = x[s, t, q] + o[q]
 
     return _ss2d_grids_kernel
 
@@ -226,6 +241,9 @@ def _conv_taps(weight: Tensor, H: int, W: int) -> Tensor:
 
 def ss2d_grids_cpu(
     x: Tensor,
+    pre_norm_weight: Tensor,
+    pre_norm_bias: Tensor,
+    pre_norm_eps: float,
     in_proj: Tensor,
     conv_weight: Tensor,
     conv_bias: Tensor,
@@ -240,10 +258,11 @@ def ss2d_grids_cpu(
     out_proj: Tensor,
     index: Tensor,
 ) -> Tensor:
-    """SS2D forward on many small grids at once, fused (no autograd).
+    """x + SS2D(LayerNorm(x)) on many small grids at once, fused (no autograd).
 
     Args:
         x: (S, H, W, d) float32 CPU tokens, H * W <= ``MAX_TOKENS``.
+        pre_norm_weight, pre_norm_bias: (d,); pre_norm_eps: the LayerNorm before the SS2D.
         in_proj: (2 Di, d) weight, x rows then z rows. conv_weight: (Di, 1, 3, 3);
             conv_bias: (Di,). x_proj: (K, R + 2N, Di). dt_proj: (K, Di, R). dt_bias: (K, Di).
         A: (K * Di, N), negative. D: (K * Di,). norm_weight, norm_bias: (Di,); norm_eps.
@@ -264,6 +283,9 @@ def ss2d_grids_cpu(
     sync_numba_threads()
     _grids_kernel(H, W, d, K, Di, N, R)(
         arr(x).reshape(S, H * W, d),
+        arr(pre_norm_weight),
+        arr(pre_norm_bias),
+        np.float32(pre_norm_eps),
         arr(in_proj.t()),  # (d, 2 Di)
         arr(_conv_taps(conv_weight, H, W)),  # (H, W, 9, Di)
         arr(conv_bias),

@@ -1,9 +1,10 @@
-"""The fused small-grid SS2D kernel against SS2D's op-by-op forward (its oracle)."""
+"""The fused small-grid kernel (x + SS2D(LayerNorm(x))) against the op-by-op path (its oracle)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from istd.models.layers.ss2d import SS2D
 from istd.ops import available_backends
@@ -28,20 +29,38 @@ def _perturbed(dim: int, scan: str, seed: int) -> SS2D:
 )
 def test_fused_matches_op_by_op(scan: str, dim: int, grids: int, H: int, W: int) -> None:
     block = _perturbed(dim, scan, seed=dim * H * W)
-    x = torch.randn(grids, H, W, dim)
+    norm = _norm(dim)
+    x = 3 * torch.randn(grids, H, W, dim) + 1  # off zero mean and unit variance: the norm acts
     with torch.no_grad():
         assert block._fused_grids(x)
-        want = block._forward(x)
-        got = block(x)
-    assert got.shape == want.shape == x.shape
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+        update = block._forward(norm(x))
+        got = block.residual(x, norm)
+    assert got.shape == x.shape
+    # the residual x dominates the sum: compare the SS2D update itself
+    torch.testing.assert_close(got - x, update, rtol=1e-4, atol=1e-5 * update.abs().max().item())
+
+
+def _norm(dim: int) -> nn.LayerNorm:
+    norm = nn.LayerNorm(dim)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    return norm
 
 
 def test_fused_is_deterministic() -> None:
-    block = _perturbed(8, "cross", seed=1)
+    block, norm = _perturbed(8, "cross", seed=1), _norm(8)
     x = torch.randn(300, 4, 4, 8)
     with torch.no_grad():
-        assert torch.equal(block(x), block(x))
+        assert torch.equal(block.residual(x, norm), block.residual(x, norm))
+
+
+def test_norm_without_affine_takes_the_op_by_op_path() -> None:
+    block = _perturbed(4, "cross", seed=6)
+    x = torch.randn(20, 4, 4, 4)
+    bare = nn.LayerNorm(4, elementwise_affine=False)
+    with torch.no_grad():
+        torch.testing.assert_close(block.residual(x, bare), x + block._forward(bare(x)))
 
 
 def test_fused_path_not_taken_where_it_does_not_apply() -> None:
@@ -61,7 +80,7 @@ def test_fused_path_not_taken_where_it_does_not_apply() -> None:
 def test_training_gradients_unchanged_by_the_fused_path() -> None:
     """Training never reaches the kernel: gradients flow as through the op-by-op forward."""
     block = _perturbed(4, "cross", seed=4).train()
-    x = torch.randn(5, 4, 4, 4, requires_grad=True)
-    block(x).square().sum().backward()
+    x = torch.randn(16, 4, 4, 4, requires_grad=True)
+    block.residual(x, _norm(4)).square().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert all(p.grad is not None for p in block.parameters())

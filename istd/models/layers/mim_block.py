@@ -100,7 +100,7 @@ class InnerPath(nn.Module):
         B = words.shape[0]
         if self.inner == "mamba":
             grids = to_sentences(words)  # (B*Hs*Ws, 4, 4, w)
-            grids = grids + self.mixer(self.norm(grids))
+            grids = self.mixer.residual(grids, self.norm)  # grids + SS2D(norm(grids))
             words = from_sentences(grids, B, Hs, Ws)  # (B, 4Hs, 4Ws, w)
         else:
             mixed = self.mixer(words.permute(0, 3, 1, 2))  # (B, w, 4Hs, 4Ws) channels_last

@@ -126,11 +126,22 @@ class SS2D(nn.Module):
         """Analytic FLOPs of the selective scan alone (~9 per state element per step)."""
         return 9 * batch * self.K * self.d_dir * H * W * self.d_state
 
+    def residual(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
+        """The pre-norm residual step x + SS2D(norm(x)); many small grids (the words of every
+        sentence) run it as one fused kernel on the CPU at inference.
+
+        Args: x (B, H, W, d) tokens; norm: LayerNorm over d. Returns (B, H, W, d).
+        """
+        affine = (
+            isinstance(norm, nn.LayerNorm) and norm.weight is not None and norm.bias is not None
+        )
+        if affine and self._fused_grids(x):
+            return self._forward_grids(x, norm)
+        return x + self(norm(x))
+
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, H, W, d) tokens. Returns (B, H, W, d)."""
         Bt, H, W, _ = x.shape
-        if self._fused_grids(x):
-            return self._forward_grids(x)
         # Without autograd, independent grids (the words of many sentences) run in chunks: the
         # per-direction B, C tensors (K * 2N values per token) then stay cache-sized instead of
         # growing with the image, which bounds peak memory.
@@ -169,10 +180,13 @@ class SS2D(nn.Module):
         )
 
     @torch.profiler.record_function("ss2d_grids_cpu")
-    def _forward_grids(self, x: Tensor) -> Tensor:
+    def _forward_grids(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
         _, H, W, _ = x.shape
         return ss2d_grids_cpu(
             x,
+            norm.weight,
+            norm.bias,
+            norm.eps,
             self.in_proj.weight,
             self.conv.weight,
             self.conv.bias,
