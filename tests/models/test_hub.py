@@ -183,3 +183,21 @@ def test_save_onto_an_existing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="cannot create"):
         save_pretrained(_toy(), target / "inside")
     assert target.read_text() == "not a folder"
+
+
+def test_negligible_weights_are_zeroed_on_load_without_changing_the_output(
+    tmp_path: Path,
+) -> None:
+    """Layers left at ~1e-33 by training multiply into subnormals; loading zeroes them."""
+    model = _toy().eval()
+    with torch.no_grad():
+        dead = model.stages[-1][0].mixer.in_proj.weight
+        dead.mul_(1e-33)  # a dead layer, as weight decay under AdaGrad left them
+        alive = model.stem.shared[0].weight.clone()
+    folder = save_pretrained(model, tmp_path / "w")
+    loaded = from_pretrained(folder)
+    assert torch.count_nonzero(loaded.stages[-1][0].mixer.in_proj.weight) == 0
+    assert torch.equal(loaded.stem.shared[0].weight, alive)
+    x = torch.rand(2, 1, 32, 40)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-6)
