@@ -55,14 +55,17 @@ def _predictor(args: argparse.Namespace, precision: str) -> tuple[Predictor, str
     )
 
 
-def _time(predictor: Predictor, frames: list[np.ndarray], batch: int) -> float:
-    """Seconds to predict `frames` (same size) in batches."""
-    start = time.perf_counter()
+def _time(predictor: Predictor, frames: list[np.ndarray], batch: int) -> list[float]:
+    """Seconds per frame of each batch, predicting `frames` (same size) in batches."""
+    per_frame = []
     for i in range(0, len(frames), batch):
-        predictor.predict_batch(frames[i : i + batch])
-    if predictor.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+        start = time.perf_counter()
+        chunk = frames[i : i + batch]
+        predictor.predict_batch(chunk)
+        if predictor.device.type == "cuda":
+            torch.cuda.synchronize()
+        per_frame.append((time.perf_counter() - start) / len(chunk))
+    return per_frame
 
 
 def _measure(args: argparse.Namespace, predictor: Predictor) -> dict[str, float]:
@@ -71,11 +74,16 @@ def _measure(args: argparse.Namespace, predictor: Predictor) -> dict[str, float]
 
     videos = sorted((args.data_root / "Drone-detection-IR" / "Video_IR").glob("IR_DRONE_*.mp4"))
     frames_done = seconds = 0.0
+    batch_times: list[float] = []  # seconds per frame of each batch
     for video in videos[: args.videos]:
         frames = list(islice(iter_video_frames(video), args.frames + args.batch))
         warm, timed = frames[: args.batch], frames[args.batch :]
         predictor.predict_batch(warm)  # warm-up: first-call allocations and JIT
-        elapsed = _time(predictor, timed, args.batch) if timed else 0.0
+        per_frame = _time(predictor, timed, args.batch) if timed else []
+        elapsed = sum(
+            t * min(args.batch, len(timed) - i * args.batch) for i, t in enumerate(per_frame)
+        )
+        batch_times += per_frame
         frames_done += len(timed)
         seconds += elapsed
         print(
@@ -83,8 +91,14 @@ def _measure(args: argparse.Namespace, predictor: Predictor) -> dict[str, float]
         )
     if frames_done:
         fps = frames_done / seconds
+        # the median batch: what the machine does between bursts of other work on a shared host
+        median_fps = 1.0 / float(np.median(batch_times))
         results["video_fps_320x256"] = round(fps, 3)
-        print(f"videos: {fps:.2f} frames/s at 320x256 (target >= 30)")
+        results["video_fps_320x256_median_batch"] = round(median_fps, 3)
+        print(
+            f"videos: {fps:.2f} frames/s at 320x256 over all frames, {median_fps:.2f} in the "
+            f"median batch of {args.batch} (target >= 30)"
+        )
 
     images = sorted((args.data_root / "NUAA-SIRST" / "images").glob("*.png"))[: args.images]
     if images:
