@@ -60,7 +60,7 @@ ThresholdOption = Annotated[
     float, typer.Option("--threshold", help="Probability above which a pixel is target.")
 ]
 FIRST_RUN_NOTE = (
-    "[dim]First MiM-ISTD run on this machine: compiling the CPU kernels (about 20 s, once; "
+    "[dim]First MiM-ISTD run on this machine: compiling the CPU kernels (about 30 s, once; "
     "cached on disk).[/]"
 )
 

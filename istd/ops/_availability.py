@@ -50,7 +50,7 @@ def available_backends() -> list[str]:
 def cpu_kernels_cached() -> bool:
     """Whether the Numba kernels a MiM-ISTD forward runs on the CPU are in the on-disk cache.
 
-    False means the next forward compiles them first (about 20 s, once per machine), which a
+    False means the next forward compiles them first (about 30 s, once per machine), which a
     command should say before it looks stalled. Reads where Numba keeps each kernel's cache
     index, an internal detail: on any surprise the answer is True (no note rather than a
     wrong one).
