@@ -41,15 +41,15 @@ def _child(args: argparse.Namespace) -> None:
     import torch
 
     from istd.models import build_model
-    from istd.models.precision import resolve_precision, set_conv_precision
+    from istd.models.precision import conv_precision, resolve_precision
 
     torch.set_num_threads(args.threads)
     model = build_model(args.model, scan_backend=args.backend).eval()
-    set_conv_precision(model, resolve_precision(args.precision))
+    conv_dtype = resolve_precision(args.precision)
     x = torch.rand(1, model.config.in_chans, args.size, args.size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), conv_precision(conv_dtype):
         for _ in range(args.warmup):  # kernel loading, allocator growth
             model(x)
         for _ in range(args.runs):
@@ -64,6 +64,7 @@ def _child(args: argparse.Namespace) -> None:
                 "best_ms": min(times) * 1e3,
                 "peak_rss_mb": peak,
                 "rss_before_forward_mb": rss_before,
+                "conv_dtype": str(conv_dtype).removeprefix("torch."),
             }
         )
     )
@@ -160,7 +161,8 @@ def main() -> None:
                 else:
                     r = _run(args, backend, precision, size)
                 results[label][size] = r
-                row = f"| {backend} | {precision} | {size}^2 |"
+                used = r.get("conv_dtype", "")
+                row = f"| {backend} | {precision}{f' ({used})' if used else ''} | {size}^2 |"
                 if "skipped" in r:
                     print(f"{row} skipped: {r['skipped']} | | | |", flush=True)
                 else:

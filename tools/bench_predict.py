@@ -70,7 +70,9 @@ def _time(predictor: Predictor, frames: list[np.ndarray], batch: int) -> list[fl
 
 def _measure(args: argparse.Namespace, predictor: Predictor) -> dict[str, float]:
     """Frames/s on the drone videos and images/s on NUAA-SIRST with one predictor."""
-    results: dict[str, float] = {"conv_dtype": str(predictor.conv_dtype)}
+    results: dict[str, float | str] = {
+        "conv_dtype": str(predictor.conv_dtype).removeprefix("torch.")
+    }
 
     videos = sorted((args.data_root / "Drone-detection-IR" / "Video_IR").glob("IR_DRONE_*.mp4"))
     frames_done = seconds = 0.0

@@ -27,7 +27,7 @@ from istd.errors import BackendError, DataError
 from istd.metrics import Metrics
 from istd.metrics.report import EvalRun, GalleryItem, overlay, prepare_out_dir, write_comparison
 from istd.metrics.report import write_report as write_run_report
-from istd.models.precision import resolve_precision, set_conv_precision
+from istd.models.precision import conv_precision, has_dense_convs, resolve_precision
 
 __all__ = ["EvalSummary", "evaluate", "run_evaluation"]
 
@@ -52,6 +52,7 @@ def evaluate(
     on_image: ImageHook | None = None,
     on_step: Callable[[int], None] | None = None,
     sync: bool = False,
+    conv_dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
     """Run `model` over `loader` and accumulate `metrics`; return `metrics.compute()`.
 
@@ -65,6 +66,7 @@ def evaluate(
         on_image: called once per image with (id, image, prob, gt, per-image record).
         on_step: called with the number of images after each batch (progress bars).
         sync: all-reduce the metrics over DDP ranks before computing (each rank saw a shard).
+        conv_dtype: the dense convolutions' dtype (`istd.models.precision.conv_precision`).
 
     Returns:
         `metrics.compute()`.
@@ -86,7 +88,8 @@ def evaluate(
                     f"{tuple(images.shape)} and {tuple(masks.shape)}"
                 )
             x = _model_input(images.to(device=device, dtype=torch.float32), model)
-            logits = model(x)  # (B, 1, H, W)
+            with conv_precision(conv_dtype):
+                logits = model(x)  # (B, 1, H, W)
             if tuple(logits.shape) != (images.shape[0], 1, *images.shape[2:]):
                 raise DataError(
                     f"model output {tuple(logits.shape)} does not match the input: expected "
@@ -292,8 +295,6 @@ def run_evaluation(
         raise DataError(f"{data}: split {split!r} holds no samples")
     # Load every model before writing anything, so a bad source fails fast and leaves no files.
     models = [(s, from_pretrained(s, device=dev)) for s in sources]
-    for _, model in models:
-        set_conv_precision(model, conv_dtype)
     out_dir = prepare_out_dir(out, overwrite)
     dataset = IRSTDDataset(samples, split=split)
     data_facts = {
@@ -322,7 +323,10 @@ def run_evaluation(
 
         loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
         began = time.perf_counter()
-        result = evaluate(model, loader, metrics, dev, on_image=worst, on_step=step)
+        dtype = conv_dtype if has_dense_convs(model) else torch.float32  # weight-free: none
+        result = evaluate(
+            model, loader, metrics, dev, on_image=worst, on_step=step, conv_dtype=dtype
+        )
         seconds = time.perf_counter() - began
         facts = {
             **_model_facts(source, model),
@@ -332,7 +336,7 @@ def run_evaluation(
             "matching": matching,
             "niou_empty": metrics.niou_empty,
             "device": str(dev),
-            "conv_dtype": str(conv_dtype).removeprefix("torch."),
+            "conv_dtype": str(dtype).removeprefix("torch."),
             "device_name": torch.cuda.get_device_name(dev)
             if dev.type == "cuda"
             else platform.processor() or "cpu",

@@ -19,7 +19,7 @@ from torch import nn
 
 from istd.engine.detections import Detection, find_detections
 from istd.errors import BackendError, ConfigError, DataError
-from istd.models.precision import resolve_precision, set_conv_precision
+from istd.models.precision import conv_precision, has_dense_convs, resolve_precision
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -160,7 +160,7 @@ class Predictor:
             self.model = from_pretrained(source, device=self.device)
             self.weights_id = Path(str(source)).name if weights is not None else str(source)
         self.model = self.model.to(self.device).eval()
-        if not set_conv_precision(self.model, self.conv_dtype):
+        if not has_dense_convs(self.model):
             self.conv_dtype = torch.float32  # nothing to switch (weight-free detectors)
         config = getattr(self.model, "config", None)
         self.in_chans = int(getattr(config, "in_chans", 1) or 1)
@@ -179,7 +179,8 @@ class Predictor:
             x = x.to(self.device, torch.float32).unsqueeze(1)  # (B, H, W) -> (B, 1, H, W)
             if self.in_chans != 1:
                 x = x.expand(-1, self.in_chans, -1, -1)  # grey -> (B, C, H, W)
-            logits = self.model(x)
+            with conv_precision(self.conv_dtype):
+                logits = self.model(x)
             if logits.shape != (x.shape[0], 1, *x.shape[2:]):
                 raise DataError(
                     f"model returned logits of shape {tuple(logits.shape)} for input "

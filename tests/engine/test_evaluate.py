@@ -71,7 +71,7 @@ def test_evaluate_rejects_wrong_output_shape() -> None:
 def test_run_evaluation_writes_the_report(tmp_path: Path) -> None:
     data = _synthetic(tmp_path / "ds")
     out = tmp_path / "report"
-    summary = run_evaluation(["tophat"], data, out, gallery=2)
+    summary = run_evaluation(["tophat"], data, out, gallery=2, precision="auto")
     names = {p.relative_to(out).as_posix() for p in summary.files}
     for name in (
         "report.md",
@@ -101,6 +101,7 @@ def test_run_evaluation_writes_the_report(tmp_path: Path) -> None:
     assert facts["ids"] == ["img0", "img1", "img2"] and len(facts["ids_sha256"]) == 64
     assert facts["weights_sha256"] is None and facts["model"] == "tophat"
     assert facts["threshold"] == 0.5 and "torch" in facts["versions"]
+    assert facts["conv_dtype"] == "float32"  # auto, but tophat has no convolutions to switch
     table = pd.read_csv(out / "per_image.csv")
     assert list(table["image"]) == ["img0", "img1", "img2"]
     assert int(table["targets"].sum()) == metrics["n_targets"]

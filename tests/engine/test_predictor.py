@@ -128,3 +128,19 @@ def test_precision_is_checked_before_the_weights_load() -> None:
     assert Predictor(model=BrightSpot(), precision="float32").conv_dtype == torch.float32
     with pytest.raises(ConfigError, match="precision"):
         Predictor(weights="no-such-weights", precision="fp8")
+
+
+def test_precision_leaves_a_passed_model_as_it_was() -> None:
+    from istd.models import build_model
+    from istd.models.precision import native_bfloat16
+
+    if not native_bfloat16():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16, AMX)")
+    torch.manual_seed(0)
+    model = build_model("mim-istd-test").eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        exact = model(x)
+        fast = Predictor(model=model, precision="bfloat16")._forward(x[:, 0].numpy())
+        assert torch.equal(model(x), exact)  # nothing stored on the model
+    assert not np.array_equal(fast, torch.sigmoid(exact)[:, 0].numpy())

@@ -63,6 +63,28 @@ def test_norm_without_affine_takes_the_op_by_op_path() -> None:
         torch.testing.assert_close(block.residual(x, bare), x + block._forward(bare(x)))
 
 
+def test_both_norm_epsilons_are_applied() -> None:
+    """Near-constant tokens make eps matter: swapping or dropping one would show."""
+    block = _perturbed(4, "cross", seed=7)
+    block.out_norm.eps = 0.05
+    norm = _norm(4)
+    norm.eps = 0.5
+    x = 1 + 0.3 * torch.randn(20, 4, 4, 4)
+    with torch.no_grad():
+        update = block._forward(norm(x))
+        got = block.residual(x, norm) - x
+    torch.testing.assert_close(got, update, rtol=1e-4, atol=1e-5 * update.abs().max().item())
+
+
+def test_a_trainable_norm_keeps_its_gradient() -> None:
+    block = _perturbed(4, "cross", seed=8)
+    block.requires_grad_(False)  # a frozen SS2D, a trainable norm, an input without grad
+    norm = _norm(4)
+    out = block.residual(torch.randn(20, 4, 4, 4), norm)
+    out.sum().backward()
+    assert norm.weight.grad is not None
+
+
 def test_fused_path_not_taken_where_it_does_not_apply() -> None:
     block = _perturbed(8, "cross", seed=2)
     words = torch.randn(16, 4, 4, 8)

@@ -156,7 +156,7 @@ class MiMBlock(nn.Module):
             _, Hs, Ws, _ = sentences.shape
             words, update = self.inner(words, Hs, Ws)
             sentences = sentences + update
-        sentences = sentences + self.mixer(self.norm(sentences))
+        sentences = self.mixer.residual(sentences, self.norm)  # + SS2D(norm(sentences))
         if self.ffn is not None:
             sentences = sentences + self.ffn(self.ffn_norm(sentences))
         return sentences, words

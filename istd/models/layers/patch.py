@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from istd.models.precision import current_conv_dtype
+
 
 class ConvBNAct(nn.Sequential):
     """Conv2d (no bias) + BatchNorm2d + activation, the stem's and decoder's basic unit."""
@@ -45,14 +47,14 @@ class ConvBNAct(nn.Sequential):
         # A full conv over at least 16 channels is compute-bound: the one worth running in
         # bfloat16 (`istd.models.precision`); narrower and depthwise ones are memory-bound.
         self.dense = groups == 1 and kernel > 1 and in_chs >= 16
-        self.compute_dtype = torch.float32  # eval mode only; set by set_conv_precision
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, in_chs, H, W). Returns (B, out_chs, H', W').
 
         In eval mode the BatchNorm is folded into the conv (weight and bias rescaled on the fly,
-        a weight-sized computation), which saves one full pass over the output map, and the
-        conv runs in ``compute_dtype`` (its output cast back to x's dtype).
+        a weight-sized computation), which saves one full pass over the output map; a dense
+        conv runs in the dtype `istd.models.precision.conv_precision` sets (its output cast
+        back to x's dtype).
         """
         conv, bn = self[0], self[1]
         if self.training or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
@@ -60,7 +62,8 @@ class ConvBNAct(nn.Sequential):
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (out,)
         weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)  # keeps its layout
         bias = bn.bias - bn.running_mean * scale
-        dtype = x.dtype if self.compute_dtype == torch.float32 else self.compute_dtype
+        wanted = current_conv_dtype() if self.dense else torch.float32
+        dtype = x.dtype if wanted == torch.float32 else wanted
         y = F.conv2d(
             x.to(dtype), weight.to(dtype), bias.to(dtype), conv.stride, conv.padding,
             conv.dilation, conv.groups,

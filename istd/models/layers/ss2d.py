@@ -132,10 +132,15 @@ class SS2D(nn.Module):
 
         Args: x (B, H, W, d) tokens; norm: LayerNorm over d. Returns (B, H, W, d).
         """
-        affine = (
-            isinstance(norm, nn.LayerNorm) and norm.weight is not None and norm.bias is not None
+        fusable = (
+            isinstance(norm, nn.LayerNorm)
+            and norm.weight is not None
+            and norm.bias is not None
+            and tuple(norm.normalized_shape) == (x.shape[-1],)
+            # the kernel has no autograd: a trainable norm takes the op-by-op path
+            and not (torch.is_grad_enabled() and any(p.requires_grad for p in norm.parameters()))
         )
-        if affine and self._fused_grids(x):
+        if fusable and self._fused_grids(x):
             return self._forward_grids(x, norm)
         return x + self(norm(x))
 
