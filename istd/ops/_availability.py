@@ -6,6 +6,7 @@ missing package is reported where a backend is asked for, naming the package to 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 
@@ -51,20 +52,27 @@ def cpu_kernels_cached() -> bool:
     """Whether the Numba kernels a MiM-ISTD forward runs on the CPU are in the on-disk cache.
 
     False means the next forward compiles them first (about 30 s, once per machine), which a
-    command should say before it looks stalled. Reads where Numba keeps each kernel's cache
-    index, an internal detail: on any surprise the answer is True (no note rather than a
-    wrong one).
+    command should say before it looks stalled. Reads where and under which key Numba keeps
+    each kernel (the word-path kernel once per stage shape of ``mim-istd``), an internal
+    detail: on any surprise the answer is True (no note rather than a wrong one).
     """
     if not HAS_NUMBA:
         return True
     try:
         from istd.ops import scan_grid_cpu, ss2d_grids_cpu
 
-        kernels = (  # the ones MiM-ISTD's inference runs
-            scan_grid_cpu._dt_proj_softplus_kernel,
-            scan_grid_cpu._scan_grid_kernel,
-            ss2d_grids_cpu._grids_kernel(4, 4, 4, 4, 8, 16, 1),  # one index for all shapes
-        )
-        return all(os.path.exists(k._cache._cache_file._index_path) for k in kernels)
+        plain = (scan_grid_cpu._dt_proj_softplus_kernel, scan_grid_cpu._scan_grid_kernel)
+        if not all(os.path.exists(k._cache._cache_file._index_path) for k in plain):
+            return False
+        # one index file holds every shape's entry, keyed by a hash of the captured shape
+        from numba.core.serialize import dumps
+
+        for w in (4, 8, 16, 32):  # mim-istd's word dims: grids of 4 x 4, 4 directions
+            kernel = ss2d_grids_cpu._grids_kernel(4, 4, w, 4, 2 * w, 16, -(-w // 16))
+            cells = tuple(c.cell_contents for c in kernel.py_func.__closure__)
+            want = hashlib.sha256(dumps(cells)).hexdigest()
+            if not any(key[2][1] == want for key in kernel._cache._cache_file._load_index()):
+                return False
+        return True
     except Exception:  # noqa: BLE001 (numba internals moved: do not guess)
         return True

@@ -165,3 +165,24 @@ def test_kernel_cache_check_sees_an_empty_cache(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_kernel_cache_check_wants_every_word_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All shapes share one index file: one compiled shape must not answer for the others."""
+    from numba.core.serialize import dumps
+
+    from istd.ops import _availability, ss2d_grids_cpu
+
+    monkeypatch.setattr(_availability.os.path, "exists", lambda path: True)
+    first = ss2d_grids_cpu._grids_kernel(4, 4, 4, 4, 8, 16, 1)  # the first stage's shape
+    monkeypatch.setattr(first._cache._cache_file, "_load_index", lambda: {})
+    for w in (8, 16, 32):
+        later = ss2d_grids_cpu._grids_kernel(4, 4, w, 4, 2 * w, 16, -(-w // 16))
+        cells = tuple(c.cell_contents for c in later.py_func.__closure__)
+        key = (None, None, (None, _availability.hashlib.sha256(dumps(cells)).hexdigest()))
+        monkeypatch.setattr(later._cache._cache_file, "_load_index", lambda key=key: {key: ""})
+    assert not _availability.cpu_kernels_cached()
+    cells = tuple(c.cell_contents for c in first.py_func.__closure__)
+    key = (None, None, (None, _availability.hashlib.sha256(dumps(cells)).hexdigest()))
+    monkeypatch.setattr(first._cache._cache_file, "_load_index", lambda: {key: ""})
+    assert _availability.cpu_kernels_cached()
