@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from enum import Enum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -76,12 +77,22 @@ def compiles_first(sources: list[str], device: str) -> bool:
 
 DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
 BatchOption = Annotated[int, typer.Option("--batch", help="Frames per forward pass.")]
+
+
+class Precision(str, Enum):
+    """Dense-convolution precision at inference (`istd.models.precision`)."""
+
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
 PrecisionOption = Annotated[
-    str,
+    Precision,
     typer.Option(
         "--precision",
         help="auto: bfloat16 dense convolutions on a CPU with native bfloat16 (AVX512-BF16, "
-        "AMX), float32 elsewhere; float32: exact arithmetic; bfloat16.",
+        "AMX), float32 elsewhere; float32: the reference arithmetic; bfloat16.",
     ),
 ]
 

@@ -14,6 +14,7 @@ from istd.cli._options import (
     FIRST_RUN_NOTE,
     DeviceOption,
     ModelOption,
+    Precision,
     PrecisionOption,
     ThresholdOption,
     WeightsOption,
@@ -105,7 +106,7 @@ def eval_command(
     ] = None,
     gallery: Annotated[int, typer.Option(help="Number of worst images drawn in the report.")] = 8,
     device: DeviceOption = "cpu",
-    precision: PrecisionOption = "float32",
+    precision: PrecisionOption = Precision.float32,
     overwrite: Annotated[
         bool, overwrite_option("Replace the files of an existing report.")
     ] = False,
@@ -140,7 +141,7 @@ def eval_command(
             threshold=threshold,
             matching=matching.value,
             device=device,
-            precision=precision,
+            precision=precision.value,
             limit=limit,
             gallery=gallery,
             overwrite=overwrite,

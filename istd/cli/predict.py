@@ -16,6 +16,7 @@ from istd.cli._options import (
     BatchOption,
     DeviceOption,
     ModelOption,
+    Precision,
     PrecisionOption,
     ThresholdOption,
     WeightsOption,
@@ -78,7 +79,7 @@ def predict(
     ] = 1024,
     batch: BatchOption = 8,
     device: DeviceOption = "cpu",
-    precision: PrecisionOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     shard: Annotated[
         str, typer.Option(help="Process the K-th of N slices of the inputs, as K/N.")
     ] = "1/1",
@@ -146,7 +147,7 @@ def predict(
             threshold=threshold,
             tile=tile,
             batch_size=batch,
-            precision=precision,
+            precision=precision.value,
             options=options,
             recursive=recursive,
             glob=glob,
@@ -201,7 +202,7 @@ def eval_video(
     margin: Annotated[float, typer.Option(help="Pixels by which each label box is grown.")] = 2.0,
     batch: BatchOption = 8,
     device: DeviceOption = "cpu",
-    precision: PrecisionOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     overwrite: Annotated[
         bool, overwrite_option("Replace existing --json / --markdown files.")
     ] = False,
@@ -237,7 +238,7 @@ def eval_video(
             device=device,
             threshold=threshold,
             batch_size=batch,
-            precision=precision,
+            precision=precision.value,
             margin=margin,
             json_path=json_path,
             markdown_path=markdown,

@@ -4,7 +4,8 @@ A run is described by one `TrainConfig` tree. Shipped configs live in `istd/conf
 (one per model x dataset); `load_config` accepts such a name or a YAML path, applies the
 overrides with type checking, and raises `ConfigError` naming the key for anything unknown or
 mistyped. The defaults follow the optimisation recipe of ACM and DNANet (AdaGrad, lr 0.05,
-weight decay 1e-4, SoftIoU loss, 256 x 256 crops), which MiM-ISTD's paper reuses.
+SoftIoU loss, 256 x 256 crops), which MiM-ISTD's paper reuses, without its weight decay 1e-4
+(under AdaGrad it zeroes the SS2D projections; see the shipped configs).
 """
 
 from __future__ import annotations

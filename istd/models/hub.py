@@ -240,7 +240,8 @@ def _zero_negligible(model: nn.Module) -> None:
     first shipped weights). Such weights cannot change a float32 output next to weights of
     ordinary size, but their products are subnormal numbers, which x86 CPUs process many times
     slower: zeroing them left the NUAA-SIRST weights' logits bit-identical and made inference
-    about 12 % faster (320 x 256, batch 8). Inference only: training loads checkpoints as saved.
+    about 12 % faster (320 x 256, batch 8). Resuming a run loads its checkpoint as saved;
+    ``istd train --load-from`` starts from the zeroed weights (no difference to training).
     """
     for param in model.parameters():
         if param.is_floating_point():

@@ -65,15 +65,16 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
         """out = x + SS2D(LayerNorm(x)) per grid (a pre-norm residual step).
 
         x, out: (S, L, d) channels-last tokens of S grids of L = H * W tokens (row-major);
-        pre_w, pre_b: (d,) and pre_eps the LayerNorm before the block; w_in: (d, 2 Di) in_proj transposed (x columns, then z); conv_w: (H, W, 9, Di) depthwise
-        taps per token, zero where the tap falls off the grid; conv_b: (Di,); w_dtr: (K, Di, R)
-        and w_bc: (K, Di, 2N), x_proj transposed and split; w_dt: (K, Di, R); b_dt: (K, Di);
+        pre_w, pre_b: (d,) and pre_eps the LayerNorm before the block; w_in: (d, 2 Di)
+        in_proj transposed (x columns, then z); conv_w: (H, W, 9, Di) depthwise taps per
+        token, zero where the tap falls off the grid; conv_b: (Di,); w_dtr: (K, Di, R) and
+        w_bc: (K, Di, 2N), x_proj transposed and split; w_dt: (K, Di, R); b_dt: (K, Di);
         A: (K, Di, N), negative; Dv: (K, Di); ln_w, ln_b: (Di,); w_out: (Di, d), out_proj
         transposed; index: (K, L) scan orders.
 
         Vector lanes: the scan and the B/C projections run across the N states (as in
         `istd.ops.scan_cpu`, four channels per loop body), softplus and SiLU over whole flat
-        buffers. Loops over a few channels (4 to 32) would run in LLVM's scalar remainder loop.
+        buffers (with the shape's bounds known at compile time, LLVM unrolls the rest).
         """
         S = x.shape[0]
         inv_d, inv_di = _ONE / np.float32(d), _ONE / np.float32(Di)

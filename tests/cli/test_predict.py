@@ -116,7 +116,7 @@ def test_unknown_precision_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["predict", str(src), "--out", str(tmp_path / "out"), "--precision", "half"]
     )
-    assert result.exit_code != 0 and "precision must be one of" in result.output
+    assert result.exit_code != 0 and "'half' is not one of" in result.output
     assert not (tmp_path / "out").exists()
 
 
