@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from istd.cli._options import DeviceOption, cli_errors, console, key_value_table
+from istd.cli._options import (
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    cli_errors,
+    console,
+    key_value_table,
+)
 from istd.models.info import model_info, parse_size
 
 
@@ -41,6 +48,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         runs: Annotated[int, typer.Option(help="Timed forwards after one warm-up.")] = 5,
         device: DeviceOption = "cpu",
+        precision: PrecisionOption = Precision.auto,
         scan_backend: Annotated[
             ScanBackend | None, typer.Option(help="Override the model's selective-scan backend.")
         ] = None,
@@ -65,6 +73,7 @@ def register(app: typer.Typer) -> None:
                 runs=runs,
                 measure=not no_timing,
                 scan_backend=scan_backend.value if scan_backend else None,
+                precision=precision.value,
             )
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -95,6 +104,7 @@ def register(app: typer.Typer) -> None:
                 )
             table.add_row("peak memory", mem)
         table.add_row("device", f"{result.device}, {result.threads} threads")
+        table.add_row("convolutions", result.conv_dtype)
         if result.scan_backend:
             table.add_row("scan backend", result.scan_backend)
         console.print(table)

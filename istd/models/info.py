@@ -24,6 +24,7 @@ from istd.errors import ConfigError, DataError
 from istd.models._registry import build_model, list_models
 from istd.models.hub import from_pretrained
 from istd.models.layers.ss2d import SS2D
+from istd.models.precision import conv_precision, has_dense_convs, resolve_precision
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ModelInfo:
         device: where it ran.
         threads: torch intra-op threads.
         scan_backend: the model's scan backend setting, or None for models without scans.
+        conv_dtype: the dense convolutions' dtype in the timed forwards.
     """
 
     model: str
@@ -61,6 +63,7 @@ class ModelInfo:
     device: str
     threads: int
     scan_backend: str | None
+    conv_dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -203,6 +206,7 @@ def model_info(
     runs: int = 5,
     measure: bool = True,
     scan_backend: str | None = None,
+    precision: str = "auto",
 ) -> ModelInfo:
     """Parameters, FLOPs, latency and peak memory of one model at one input size.
 
@@ -214,6 +218,8 @@ def model_info(
         runs: timed forwards (after one warm-up, which also compiles kernels).
         measure: time the forward; False only counts parameters and FLOPs.
         scan_backend: override the model's scan backend.
+        precision: dense-convolution precision of the timed forwards, as `istd predict`'s
+            (`istd.models.precision`).
 
     Returns:
         A :class:`ModelInfo`.
@@ -229,13 +235,17 @@ def model_info(
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+    conv_dtype = resolve_precision(precision, device)
     overrides = {"scan_backend": scan_backend} if scan_backend else {}
     net, source = load_for_info(model, **overrides)
+    if not has_dense_convs(net):
+        conv_dtype = torch.float32
     net = net.to(device).eval()
     in_chans = getattr(getattr(net, "config", None), "in_chans", 1)
     x = torch.rand(1, in_chans, *size, device=device)
     # Timed first: the counting forward's freed buffers, kept by glibc, would hide the memory.
-    times, peak = time_forward(net, x, runs=runs) if measure else ([], None)
+    with conv_precision(conv_dtype):
+        times, peak = time_forward(net, x, runs=runs) if measure else ([], None)
     standard, scan = count_flops(net, x)
     backend = getattr(getattr(net, "config", None), "scan_backend", None)
     return ModelInfo(
@@ -252,4 +262,5 @@ def model_info(
         device=str(device),
         threads=torch.get_num_threads(),
         scan_backend=scan_backend or backend,
+        conv_dtype=str(conv_dtype).removeprefix("torch."),
     )

@@ -62,6 +62,23 @@ def test_cli_info_table_and_json() -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["parameters"] == 0 and data["latency_ms"] is None and data["size"] == [64, 64]
+    assert data["conv_dtype"] == "float32"  # nothing to switch in a weight-free detector
+    result = runner.invoke(
+        app,
+        [
+            "info",
+            "mim-istd-test",
+            "--size",
+            "32",
+            "--runs",
+            "1",
+            "--precision",
+            "float32",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["conv_dtype"] == "float32"
 
 
 @pytest.mark.parametrize(
