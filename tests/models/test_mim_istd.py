@@ -32,8 +32,15 @@ needs_fast_scan = pytest.mark.skipif(
 
 
 def _build(name: str, **kw) -> torch.nn.Module:
+    # weights and inputs come from the CPU generator, so a GPU run tests the same numbers (a
+    # small ReLU layer that is dead for one random draw has no gradient, on any device)
     torch.manual_seed(0)
-    return build_model(name, scan_backend=kw.pop("scan_backend", FAST_BACKEND), device=DEVICE, **kw)
+    return build_model(name, scan_backend=kw.pop("scan_backend", FAST_BACKEND), **kw).to(DEVICE)
+
+
+def _image(*shape: int) -> torch.Tensor:
+    """A random batch from the CPU generator, on DEVICE."""
+    return torch.rand(*shape).to(DEVICE)
 
 
 def _dead_parameters(model: torch.nn.Module) -> list[str]:
@@ -49,7 +56,7 @@ def test_registry_model_runs_on_odd_size(name: str) -> None:
     model = model.to(DEVICE).eval()
     assert isinstance(model.model_name, str) and model.config is not None
     with torch.inference_mode():
-        y = model(torch.rand(2, model.config.in_chans, 7, 13, device=DEVICE))
+        y = model(_image(2, model.config.in_chans, 7, 13))
     assert y.shape == (2, 1, 7, 13) and torch.isfinite(y).all()
 
 
@@ -60,11 +67,7 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
     model = _build(name).train()
     # 130 x 70 pads to 192 x 128: the deepest sentence grid is 3 x 2, so even its state matrix A
     # matters (on a 1 x 1 grid the scan has one step and A gets no gradient).
-    x = (
-        torch.rand(2, 1, 130, 70, device=DEVICE)
-        if name != "mim-istd-test"
-        else torch.rand(2, 1, 37, 50, device=DEVICE)
-    )
+    x = _image(2, 1, 130, 70) if name != "mim-istd-test" else _image(2, 1, 37, 50)
     model(x).square().mean().backward()
     assert _dead_parameters(model) == []
 
@@ -74,13 +77,13 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
 def test_output_matches_input_size(size: tuple[int, int]) -> None:
     model = _build("mim-istd").eval()
     with torch.inference_mode():
-        y = model(torch.rand(1, 1, *size, device=DEVICE))
+        y = model(_image(1, 1, *size))
     assert y.shape == (1, 1, *size) and torch.isfinite(y).all()
 
 
 def test_eval_mode_is_deterministic() -> None:
     model = _build("mim-istd-test").eval()
-    x = torch.rand(1, 1, 33, 47, device=DEVICE)
+    x = _image(1, 1, 33, 47)
     with torch.inference_mode():
         assert torch.equal(model(x), model(x))
 
@@ -89,7 +92,7 @@ def test_eval_mode_is_deterministic() -> None:
 @pytest.mark.parametrize("inner", INNERS)
 def test_every_scan_and_inner_variant_trains(scan: str, inner: str) -> None:
     model = _build("mim-istd-test", scan=scan, inner=inner, scan_backend="reference").train()
-    x = torch.rand(2, 1, 37, 50, device=DEVICE)  # pads to 48 x 64: deepest grid 3 x 4
+    x = _image(2, 1, 37, 50)  # pads to 48 x 64: deepest grid 3 x 4
     y = model(x)
     assert y.shape == (2, 1, 37, 50)
     y.sum().backward()
@@ -130,7 +133,7 @@ def test_three_channel_input_and_normalisation() -> None:
         scan_backend="reference",
     )
     model.eval()
-    x = torch.rand(1, 3, 20, 24, device=DEVICE)
+    x = _image(1, 3, 20, 24)
     with torch.inference_mode():
         y = model(x)
         model.set_normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -143,7 +146,7 @@ def test_three_channel_input_and_normalisation() -> None:
 def test_bad_input_shape_raises_data_error(shape: tuple[int, ...]) -> None:
     model = _build("mim-istd-test", scan_backend="reference").eval()
     with pytest.raises(DataError, match="model input must be"):
-        model(torch.rand(*shape, device=DEVICE))
+        model(_image(*shape))
 
 
 def test_untrained_network_starts_at_the_target_prior() -> None:
