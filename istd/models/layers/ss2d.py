@@ -14,6 +14,7 @@ per direction, (B, K, N, L).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -106,7 +107,7 @@ class SS2D(nn.Module):
         self.affinity = ChannelAffinity(d_inner, **dd) if scan == "grouped" else None
         self.out_norm = nn.LayerNorm(d_inner, **dd)
         self.out_proj = nn.Linear(d_inner, dim, bias=False, **dd)
-        self._orders: dict[tuple[int, int], ScanOrder] = {}
+        self._orders: dict[tuple[int, int, torch.device], ScanOrder] = {}
         self.chunk_elements = 1 << 20  # inference chunk size, in scan-input elements
 
     @staticmethod
@@ -116,10 +117,16 @@ class SS2D(nn.Module):
         dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
         return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
 
-    def _order(self, H: int, W: int) -> ScanOrder:
-        key = (H, W)
+    def _order(self, H: int, W: int, device: torch.device | None = None) -> ScanOrder:
+        """The scan order of an H x W grid, its index tables on ``device`` (CPU by default).
+
+        Kept per device: copying the tables to a GPU in every call would wait for it twice per
+        block (and rule out CUDA-graph capture)."""
+        key = (H, W, torch.device("cpu") if device is None else device)
         if key not in self._orders:  # index tables depend on the grid size only
-            self._orders[key] = build_scan_order(self.scan, H, W, self.window)
+            order = build_scan_order(self.scan, H, W, self.window)
+            index, inverse = order.index.to(key[2]), order.inverse.to(key[2])
+            self._orders[key] = dataclasses.replace(order, index=index, inverse=inverse)
         return self._orders[key]
 
     def scan_flops(self, batch: int, H: int, W: int) -> int:
@@ -214,11 +221,11 @@ class SS2D(nn.Module):
         z = F.linear(x, w_in[Di:])  # (B, H, W, 2d)
         x = F.linear(x, w_in[:Di])  # (B, H, W, 2d)
         x = F.silu(self.conv(x.permute(0, 3, 1, 2)))  # (B, 2d, H, W) in channels_last memory
-        order = self._order(H, W)
+        order = self._order(H, W, x.device)
         if self._cpu_inference(x):  # scan straight over the grid, no gather or merge
             return self._finish(self._scan_grid(x, order), z)
         # Every direction's input in its scan order, one gather: (B, K, C', L).
-        index = order.index.to(x.device).view(1, K, 1, L)  # (1, K, 1, L)
+        index = order.index.view(1, K, 1, L)  # (1, K, 1, L)
         u_src = x.reshape(Bt, Di, L)  # (B, 2d, L) channel-major (one copy)
         u_src = (
             u_src.view(Bt, K, Cd, L) if order.grouped else u_src.unsqueeze(1).expand(Bt, K, Di, L)
@@ -243,7 +250,7 @@ class SS2D(nn.Module):
             delta_softplus=True,
             backend=self.backend,
         )  # (B, K*C', L) float32
-        inverse = order.inverse.to(x.device).view(1, K, 1, L)
+        inverse = order.inverse.view(1, K, 1, L)
         y = torch.gather(
             y.view(Bt, K, Cd, L).to(x.dtype), 3, inverse.expand(Bt, K, Cd, L)
         )  # grid order
