@@ -144,3 +144,21 @@ def test_precision_leaves_a_passed_model_as_it_was() -> None:
         fast = Predictor(model=model, precision="bfloat16")._forward(x[:, 0].numpy())
         assert torch.equal(model(x), exact)  # nothing stored on the model
     assert not np.array_equal(fast, torch.sigmoid(exact)[:, 0].numpy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replays_match_eager() -> None:
+    """A recurring batch shape is captured once and replayed with each batch's own frames."""
+    from istd.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mim-istd-test")
+    eager = Predictor(model=model, device="cuda", cuda_graphs=False)
+    graphed = Predictor(model=model, device="cuda")
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # eager, eager, capture, replay
+        frames = rng.random((2, 40, 56), dtype=np.float32)
+        np.testing.assert_allclose(
+            graphed.predict_prob(frames), eager.predict_prob(frames), atol=1e-5
+        )
+    assert list(graphed._graphs) == [(2, 1, 40, 56)]
