@@ -10,12 +10,14 @@ from a bigger size; `--warmup` forwards (the first also loads the compiled kerne
 
 The `reference` scan loops over the sequence in Python and takes minutes on large grids; it is
 only run up to `--reference-max` (256 by default) and the table says where it was skipped. The
-`triton` backend needs a CUDA device.
+`triton` backend needs a CUDA device: with `--device cuda` the model runs there, each timing
+waits for the GPU, and the memory column is the peak of `torch.cuda.max_memory_allocated`.
 
 Usage:
     python tools/bench_model.py [--model mim-istd] [--sizes 256,512,1024,2048]
                                 [--backends reference,cpu] [--threads 2] [--runs 3] [--warmup 1]
                                 [--reference-max 256] [--precision auto,float32] [--json FILE]
+                                [--device cuda]
 """
 
 from __future__ import annotations
@@ -44,19 +46,25 @@ def _child(args: argparse.Namespace) -> None:
     from istd.models.precision import conv_precision, resolve_precision
 
     torch.set_num_threads(args.threads)
-    model = build_model(args.model, scan_backend=args.backend).eval()
-    conv_dtype = resolve_precision(args.precision)
-    x = torch.rand(1, model.config.in_chans, args.size, args.size)
+    device = torch.device(args.device)
+    model = build_model(args.model, scan_backend=args.backend).eval().to(device)
+    conv_dtype = resolve_precision(args.precision, device.type)
+    x = torch.rand(1, model.config.in_chans, args.size, args.size, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
     with torch.inference_mode(), conv_precision(conv_dtype):
         for _ in range(args.warmup):  # kernel loading, allocator growth
             model(x)
         for _ in range(args.runs):
+            sync()
             start = time.perf_counter()
             model(x)
+            sync()
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
     print(
         json.dumps(
             {
@@ -89,6 +97,8 @@ def _run(args: argparse.Namespace, backend: str, precision: str, size: int) -> d
         str(args.warmup),
         "--precision",
         precision,
+        "--device",
+        args.device,
     ]
     try:
         done = subprocess.run(
@@ -124,6 +134,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per (backend, size)")
     parser.add_argument("--precision", default="auto", help="auto, float32, bfloat16; a list")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=512, help=argparse.SUPPRESS)
@@ -136,6 +147,8 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     backends = args.backends.split(",") if args.backends else available_backends()
+    if not args.backends and args.device == "cuda":
+        backends = [b for b in backends if b != "cpu"]  # the Numba kernels take CPU tensors
     print(f"model {args.model}, batch 1, eval, {args.threads} threads, {args.runs} timed runs")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
@@ -144,7 +157,8 @@ def main() -> None:
     )
     print(TARGETS)
     print()
-    print("| backend | convolutions | size | median ms | best ms | peak RSS MiB | ms per Mpixel |")
+    memory = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB"
+    print(f"| backend | convolutions | size | median ms | best ms | {memory} | ms per Mpixel |")
     print("|---|---|---|---|---|---|---|")
     results: dict[str, dict[int, dict]] = {}
     for backend in backends:

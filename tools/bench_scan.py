@@ -8,9 +8,14 @@ with ``cc -O3 -march=native -ffast-math -fopenmp`` into a temporary folder, runs
 shapes and prints the ratio. Last, it measures the first-call compile time of the Numba kernels
 in fresh subprocesses, with an empty and with a warm on-disk cache.
 
+With ``--device cuda`` it times the `triton` backend instead (CUDA events, median of the
+repetitions after a warm-up that compiles), beside the `reference` backend's forward on the
+same GPU; there is no measuring stick or Numba compile to time there.
+
 Usage:
     python tools/bench_scan.py                 # everything, 2 threads
     python tools/bench_scan.py --quick         # fewer shapes and repetitions
+    python tools/bench_scan.py --device cuda   # the Triton kernels on a GPU
 """
 
 from __future__ import annotations
@@ -134,6 +139,66 @@ def time_cpu(shape: Shape, reps: int, budget: float) -> tuple[tuple[float, float
     return _best(forward, reps, budget), _best(forward_backward, reps, budget)
 
 
+def time_cuda(shape: Shape, reps: int, backend: str, backward: bool = True) -> tuple[float, float]:
+    """Median forward (no grad) and forward+backward times (s) of ``backend`` on the GPU
+    (forward+backward is NaN when ``backward`` is false)."""
+    import statistics
+
+    import torch
+
+    from istd.ops import selective_scan
+
+    x = {k: v.cuda() for k, v in make_inputs(shape).items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    gy = torch.ones(shape.batch, shape.dim, shape.L, device="cuda")
+
+    def forward() -> None:
+        with torch.no_grad():
+            selective_scan(**x, backend=backend)
+
+    def forward_backward() -> None:
+        for v in leaves.values():
+            v.grad = None
+        selective_scan(**leaves, backend=backend).backward(gy)
+
+    def median(fn) -> float:
+        fn()  # compile (Triton caches on disk) and allocate
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times)
+
+    return median(forward), median(forward_backward) if backward else float("nan")
+
+
+def main_cuda(reps: int) -> None:
+    """`triton` forward and forward+backward on the GPU, `reference` forward beside it."""
+    import torch
+
+    print(f"device: {torch.cuda.get_device_name()}; median of {reps} runs after a warm-up")
+    header = (
+        f"{'shape':>9} {'batch':>5} {'dim':>5} {'L':>6} {'G':>2} | {'ref fwd':>7} "
+        f"{'tri fwd':>7} {'fwd+bwd':>7} G upd/s | tri/ref | (f+b)/f"
+    )
+    print(header)
+    print("-" * len(header))
+    for shape in shapes(quick=False):
+        ref, _ = time_cuda(shape, 3, "reference", backward=False)
+        fwd, both = time_cuda(shape, reps, "triton")
+        rate = [shape.updates / t / 1e9 for t in (ref, fwd, both)]
+        print(
+            f"{shape.name:>9} {shape.batch:>5} {shape.dim:>5} {shape.L:>6} "
+            f"{shape.groups or 1:>2} | {rate[0]:7.3f} {rate[1]:7.1f} {rate[2]:7.1f}        "
+            f"| {ref / fwd:7.0f} | {both / fwd:7.2f}",
+            flush=True,
+        )
+
+
 _FIRST_CALL = """
 import time
 t0 = time.perf_counter()
@@ -169,7 +234,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved C / cpu rounds")
     parser.add_argument("--budget", type=float, default=0.5, help="seconds per timing loop")
     parser.add_argument("--quick", action="store_true", help="three shapes, fewer repetitions")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    if args.device == "cuda":
+        main_cuda(max(args.reps, 20))
+        return
     reps = 2 if args.quick else args.reps
     if args.quick:
         args.rounds, args.budget = 1, 0.2
