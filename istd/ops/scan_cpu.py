@@ -29,7 +29,9 @@ stalling each other in the backward, where torch ops and kernels alternate.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -207,120 +209,143 @@ def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
                 )
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _scan_bwd_kernel(
-    u, dt, A, Bm, Cm, Dv, gy, glast, ckpt, parts, n_blocks,
-    du, ddt, dA_part, dD_part, dB_part, dC_part,
-):  # fmt: skip
-    """Backward scan: gradients of the forward's y (and last state) w.r.t. u, dt, A, B, C, D.
+@functools.cache
+def _scan_bwd_kernel(N: int) -> Callable:
+    """The backward scan kernel compiled for N states.
 
-    gy: (R, L) gradient of y; glast: (R, N) gradient of the last state; ckpt as the forward's.
-    Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
-    gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
-    parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), zero on entry,
-    one slice per block (a block's items cover several batch entries), summed afterwards.
-    du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
-    chunk loop is outermost, so the item's dB/dC rows of one chunk stay in L1 while each of
-    its channels adds to them. Channels go in pairs (suffixes 1 and 2), written out for the
-    same reason as the forward's four rows: two independent chains, and one read-modify-write
-    of dB/dC for both. An odd block's last pair has a dummy second channel whose gradient
-    inputs are zero and whose outputs are not written.
+    With N a compile-time constant, LLVM unrolls the state loops and keeps a channel pair's
+    carried rows in registers through a chunk's reverse walk: 12 to 15 % faster than with N
+    read at run time, the same results to the bit. Each N compiles once per machine (Numba
+    keys a cached closure by the values it captures).
     """
-    L = u.shape[1]
-    dim, N = A.shape
-    batch, G = Bm.shape[0], Bm.shape[1]
-    per_group = dim // G
-    per_part = (per_group + parts - 1) // parts
-    n_chunks = ckpt.shape[1]
-    n_items = batch * G * parts
-    per_block = (n_items + n_blocks - 1) // n_blocks
-    for blk in prange(n_blocks):
-        hs1 = np.empty((CHUNK + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
-        hs2 = np.empty((CHUNK + 1, N), np.float32)
-        dec1 = np.empty((CHUNK, N), np.float32)  # exp(dt A) at chunk step j
-        dec2 = np.empty((CHUNK, N), np.float32)
-        lam = np.empty((per_part + 1, N), np.float32)  # dLoss/dh carried back, times decay
-        dA_acc = np.empty((per_part + 1, N), np.float32)
-        dD_acc = np.empty(per_part + 1, np.float32)
-        for item in range(blk * per_block, min(n_items, blk * per_block + per_block)):
-            b = item // (G * parts)
-            g = (item // parts) % G
-            p = item % parts
-            d_start = g * per_group + p * per_part
-            n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
-            for t in range(L):  # zeroed here rather than by torch: one pass less over memory
-                for n in range(N):
-                    dB_part[b, g, p, t, n] = _ZERO
-                    dC_part[b, g, p, t, n] = _ZERO
-            for k in range(n_d + 1):  # row n_d: the dummy channel's, zero
-                for n in range(N):
-                    lam[k, n] = glast[b * dim + d_start + k, n] if k < n_d else _ZERO
-                    dA_acc[k, n] = _ZERO
-                dD_acc[k] = _ZERO
-            for c in range(n_chunks - 1, -1, -1):
-                t0 = c * CHUNK
-                T = min(CHUNK, L - t0)
-                for k in range(0, n_d, 2):
-                    two = k + 1 < n_d
-                    d1 = d_start + k
-                    d2 = d1 + 1 if two else d1
-                    r1, r2 = b * dim + d1, b * dim + d2
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def kernel(
+        u, dt, A, Bm, Cm, Dv, gy, glast, ckpt, parts, n_blocks,
+        du, ddt, dA_part, dD_part, dB_part, dC_part,
+    ):  # fmt: skip
+        """Backward scan: gradients of the forward's y (and last state) w.r.t. u, dt, A, B, C, D.
+
+        gy: (R, L) gradient of y; glast: (R, N) gradient of the last state; ckpt as the forward's.
+        Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
+        gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
+        parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), zero on entry,
+        one slice per block (a block's items cover several batch entries), summed afterwards.
+        du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
+        chunk loop is outermost, so the item's dB/dC rows of one chunk stay in L1 while each of
+        its channels adds to them. Channels go in pairs (suffixes 1 and 2), written out for the
+        same reason as the forward's four rows: two independent chains, and one read-modify-write
+        of dB/dC for both. An odd block's last pair has a dummy second channel whose gradient
+        inputs are zero and whose outputs are not written. A pair's carried rows (lam, dA_acc, A)
+        live in N-element locals during a chunk, which LLVM keeps in registers.
+        """
+        L = u.shape[1]
+        dim = A.shape[0]
+        batch, G = Bm.shape[0], Bm.shape[1]
+        per_group = dim // G
+        per_part = (per_group + parts - 1) // parts
+        n_chunks = ckpt.shape[1]
+        n_items = batch * G * parts
+        per_block = (n_items + n_blocks - 1) // n_blocks
+        for blk in prange(n_blocks):
+            hs1 = np.empty((CHUNK + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
+            hs2 = np.empty((CHUNK + 1, N), np.float32)
+            dec1 = np.empty((CHUNK, N), np.float32)  # exp(dt A) at chunk step j
+            dec2 = np.empty((CHUNK, N), np.float32)
+            lam = np.empty((per_part + 1, N), np.float32)  # dLoss/dh carried back, times decay
+            dA_acc = np.empty((per_part + 1, N), np.float32)
+            dD_acc = np.empty(per_part + 1, np.float32)
+            l1, l2 = np.empty(N, np.float32), np.empty(N, np.float32)  # the pair's lam rows
+            a1, a2 = np.empty(N, np.float32), np.empty(N, np.float32)  # and dA_acc rows
+            A1, A2 = np.empty(N, np.float32), np.empty(N, np.float32)
+            for item in range(blk * per_block, min(n_items, blk * per_block + per_block)):
+                b = item // (G * parts)
+                g = (item // parts) % G
+                p = item % parts
+                d_start = g * per_group + p * per_part
+                n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
+                for t in range(L):  # zeroed here rather than by torch: one pass less over memory
                     for n in range(N):
-                        hs1[0, n] = ckpt[r1, c, n]
-                        hs2[0, n] = ckpt[r2, c, n]
-                    # recompute the chunk's states; dC needs h_t
-                    for j in range(T):
-                        t = t0 + j
-                        dt1, dt2 = dt[r1, t], dt[r2, t]
-                        dx1, dx2 = dt1 * u[r1, t], dt2 * u[r2, t]
-                        gy1, gy2 = gy[r1, t], gy[r2, t] if two else _ZERO
+                        dB_part[b, g, p, t, n] = _ZERO
+                        dC_part[b, g, p, t, n] = _ZERO
+                for k in range(n_d + 1):  # row n_d: the dummy channel's, zero
+                    for n in range(N):
+                        lam[k, n] = glast[b * dim + d_start + k, n] if k < n_d else _ZERO
+                        dA_acc[k, n] = _ZERO
+                    dD_acc[k] = _ZERO
+                for c in range(n_chunks - 1, -1, -1):
+                    t0 = c * CHUNK
+                    T = min(CHUNK, L - t0)
+                    for k in range(0, n_d, 2):
+                        two = k + 1 < n_d
+                        d1 = d_start + k
+                        d2 = d1 + 1 if two else d1
+                        r1, r2 = b * dim + d1, b * dim + d2
                         for n in range(N):
-                            bn = Bm[b, g, t, n]
-                            da1 = _exp(dt1 * A[d1, n])
-                            da2 = _exp(dt2 * A[d2, n])
-                            h1 = da1 * hs1[j, n] + dx1 * bn
-                            h2 = da2 * hs2[j, n] + dx2 * bn
-                            dec1[j, n], dec2[j, n] = da1, da2
-                            hs1[j + 1, n], hs2[j + 1, n] = h1, h2
-                            dC_part[b, g, p, t, n] += gy1 * h1 + gy2 * h2
-                    # walk the chunk in reverse: lam_t = gy_t C_t + exp(dt_{t+1} A) lam_{t+1}
-                    dd1, dd2 = _ZERO, _ZERO
-                    for j in range(T - 1, -1, -1):
-                        t = t0 + j
-                        dt1, dt2 = dt[r1, t], dt[r2, t]
-                        x1, x2 = u[r1, t], u[r2, t]
-                        dx1, dx2 = dt1 * x1, dt2 * x2
-                        gy1, gy2 = gy[r1, t], gy[r2, t] if two else _ZERO
-                        sb1, sb2 = _ZERO, _ZERO  # sum_n lam B
-                        sa1, sa2 = _ZERO, _ZERO  # sum_n lam A exp(dt A) h_{t-1}
+                            hs1[0, n] = ckpt[r1, c, n]
+                            hs2[0, n] = ckpt[r2, c, n]
+                            A1[n], A2[n] = A[d1, n], A[d2, n]
+                        # recompute the chunk's states; dC needs h_t
+                        for j in range(T):
+                            t = t0 + j
+                            dt1, dt2 = dt[r1, t], dt[r2, t]
+                            dx1, dx2 = dt1 * u[r1, t], dt2 * u[r2, t]
+                            gy1, gy2 = gy[r1, t], gy[r2, t] if two else _ZERO
+                            for n in range(N):
+                                bn = Bm[b, g, t, n]
+                                da1 = _exp(dt1 * A1[n])
+                                da2 = _exp(dt2 * A2[n])
+                                h1 = da1 * hs1[j, n] + dx1 * bn
+                                h2 = da2 * hs2[j, n] + dx2 * bn
+                                dec1[j, n], dec2[j, n] = da1, da2
+                                hs1[j + 1, n], hs2[j + 1, n] = h1, h2
+                                dC_part[b, g, p, t, n] += gy1 * h1 + gy2 * h2
+                        # walk the chunk in reverse: lam_t = gy_t C_t + exp(dt_{t+1} A) lam_{t+1}
                         for n in range(N):
-                            cn, bn = Cm[b, g, t, n], Bm[b, g, t, n]
-                            lt1 = lam[k, n] + gy1 * cn
-                            lt2 = lam[k + 1, n] + gy2 * cn
-                            dB_part[b, g, p, t, n] += lt1 * dx1 + lt2 * dx2
-                            sb1 += lt1 * bn
-                            sb2 += lt2 * bn
-                            w1 = lt1 * dec1[j, n] * hs1[j, n]
-                            w2 = lt2 * dec2[j, n] * hs2[j, n]
-                            dA_acc[k, n] += w1 * dt1
-                            dA_acc[k + 1, n] += w2 * dt2
-                            sa1 += w1 * A[d1, n]
-                            sa2 += w2 * A[d2, n]
-                            lam[k, n] = lt1 * dec1[j, n]
-                            lam[k + 1, n] = lt2 * dec2[j, n]
-                        du[r1, t] = dt1 * sb1 + Dv[d1] * gy1
-                        ddt[r1, t] = sa1 + x1 * sb1
-                        dd1 += gy1 * x1
-                        if two:
-                            du[r2, t] = dt2 * sb2 + Dv[d2] * gy2
-                            ddt[r2, t] = sa2 + x2 * sb2
-                            dd2 += gy2 * x2
-                    dD_acc[k] += dd1
-                    dD_acc[k + 1] += dd2
-            for k in range(n_d):
-                for n in range(N):
-                    dA_part[blk, d_start + k, n] += dA_acc[k, n]
-                dD_part[blk, d_start + k] += dD_acc[k]
+                            l1[n], l2[n] = lam[k, n], lam[k + 1, n]
+                            a1[n], a2[n] = dA_acc[k, n], dA_acc[k + 1, n]
+                        dd1, dd2 = _ZERO, _ZERO
+                        for j in range(T - 1, -1, -1):
+                            t = t0 + j
+                            dt1, dt2 = dt[r1, t], dt[r2, t]
+                            x1, x2 = u[r1, t], u[r2, t]
+                            dx1, dx2 = dt1 * x1, dt2 * x2
+                            gy1, gy2 = gy[r1, t], gy[r2, t] if two else _ZERO
+                            sb1, sb2 = _ZERO, _ZERO  # sum_n lam B
+                            sa1, sa2 = _ZERO, _ZERO  # sum_n lam A exp(dt A) h_{t-1}
+                            for n in range(N):
+                                cn, bn = Cm[b, g, t, n], Bm[b, g, t, n]
+                                lt1 = l1[n] + gy1 * cn
+                                lt2 = l2[n] + gy2 * cn
+                                dB_part[b, g, p, t, n] += lt1 * dx1 + lt2 * dx2
+                                sb1 += lt1 * bn
+                                sb2 += lt2 * bn
+                                w1 = lt1 * dec1[j, n] * hs1[j, n]
+                                w2 = lt2 * dec2[j, n] * hs2[j, n]
+                                a1[n] += w1 * dt1
+                                a2[n] += w2 * dt2
+                                sa1 += w1 * A1[n]
+                                sa2 += w2 * A2[n]
+                                l1[n] = lt1 * dec1[j, n]
+                                l2[n] = lt2 * dec2[j, n]
+                            du[r1, t] = dt1 * sb1 + Dv[d1] * gy1
+                            ddt[r1, t] = sa1 + x1 * sb1
+                            dd1 += gy1 * x1
+                            if two:
+                                du[r2, t] = dt2 * sb2 + Dv[d2] * gy2
+                                ddt[r2, t] = sa2 + x2 * sb2
+                                dd2 += gy2 * x2
+                        for n in range(N):
+                            lam[k, n], lam[k + 1, n] = l1[n], l2[n]
+                            dA_acc[k, n], dA_acc[k + 1, n] = a1[n], a2[n]
+                        dD_acc[k] += dd1
+                        dD_acc[k + 1] += dd2
+                for k in range(n_d):
+                    for n in range(N):
+                        dA_part[blk, d_start + k, n] += dA_acc[k, n]
+                    dD_part[blk, d_start + k] += dD_acc[k]
+
+    return kernel
 
 
 @njit(cache=True)
@@ -420,7 +445,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dB_part = torch.empty(batch, G, parts, L, N)  # zeroed by the kernel
         dC_part = torch.empty(batch, G, parts, L, N)
         sync_numba_threads()
-        _scan_bwd_kernel(
+        _scan_bwd_kernel(N)(
             u2, dt2, A2, Bt, Ct, D2, gy2, gl2, ckpt, parts, n_blocks,
             du.numpy().reshape(R, L), ddt.numpy().reshape(R, L), dA_part.numpy(),
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
