@@ -27,7 +27,12 @@ from istd.errors import BackendError, DataError
 from istd.metrics import Metrics
 from istd.metrics.report import EvalRun, GalleryItem, overlay, prepare_out_dir, write_comparison
 from istd.metrics.report import write_report as write_run_report
-from istd.models.precision import conv_precision, has_dense_convs, resolve_precision
+from istd.models.precision import (
+    conv_precision,
+    has_dense_convs,
+    resolve_precision,
+    without_cudnn,
+)
 
 __all__ = ["EvalSummary", "evaluate", "run_evaluation"]
 
@@ -88,7 +93,7 @@ def evaluate(
                     f"{tuple(images.shape)} and {tuple(masks.shape)}"
                 )
             x = _model_input(images.to(device=device, dtype=torch.float32), model)
-            with conv_precision(conv_dtype):
+            with conv_precision(conv_dtype), without_cudnn():  # sizes vary: no cuDNN plans
                 logits = model(x)  # (B, 1, H, W)
             if tuple(logits.shape) != (images.shape[0], 1, *images.shape[2:]):
                 raise DataError(

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +21,15 @@ from torch import nn
 
 from istd.engine.detections import Detection, find_detections
 from istd.errors import BackendError, ConfigError, DataError
-from istd.models.precision import conv_precision, has_dense_convs, resolve_precision
+from istd.models.precision import (
+    conv_precision,
+    has_dense_convs,
+    resolve_precision,
+    without_cudnn,
+)
 
 log = logging.getLogger(__name__)
 MAX_CUDA_GRAPHS = 4  # frame sizes kept captured at a time (each holds its own GPU memory)
-
-
-@contextmanager
-def _without_cudnn() -> Iterator[None]:
-    """Run CUDA convolutions with torch's own kernels: cuDNN plans every new input size for
-    seconds (2-4 s per size over NUAA-SIRST's images on an H100), and torch's kernels run
-    these small convolutions as fast from the first frame."""
-    enabled = torch.backends.cudnn.enabled
-    torch.backends.cudnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.enabled = enabled
-
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -246,7 +236,7 @@ class Predictor:
             x = x.to(self.device, torch.float32).unsqueeze(1)  # (B, H, W) -> (B, 1, H, W)
             if self.in_chans != 1:
                 x = x.expand(-1, self.in_chans, -1, -1)  # grey -> (B, C, H, W)
-            with conv_precision(self.conv_dtype), _without_cudnn():
+            with conv_precision(self.conv_dtype), without_cudnn():
                 logits = self._logits(x)
             if logits.shape != (x.shape[0], 1, *x.shape[2:]):
                 raise DataError(

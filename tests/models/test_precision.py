@@ -105,3 +105,11 @@ def test_a_block_returns_its_input_dtype(dtype: torch.dtype) -> None:
     x = torch.rand(1, 16, 8, 8, dtype=dtype)
     with torch.inference_mode(), conv_precision(torch.bfloat16):
         assert block(x).dtype == dtype
+
+
+def test_without_cudnn_restores_the_setting() -> None:
+    before = torch.backends.cudnn.enabled
+    with pytest.raises(RuntimeError), precision.without_cudnn():
+        assert not torch.backends.cudnn.enabled
+        raise RuntimeError("a failing forward")
+    assert torch.backends.cudnn.enabled == before
