@@ -194,24 +194,26 @@ class Predictor:
         sizes met once or twice (a folder of images of many sizes) would never win back. If
         capturing fails the predictor stays eager."""
         key = tuple(x.shape)
-        if not self.cuda_graphs or (key not in self._graphs and self._shape_counts.get(key, 0) < 2):
-            if self.cuda_graphs and len(self._shape_counts) < 10_000:  # bounded bookkeeping
-                self._shape_counts[key] = self._shape_counts.get(key, 0) + 1
-            return self.model(x)
+        if self.cuda_graphs and key not in self._graphs:
+            seen = self._shape_counts.get(key, 0)
+            if seen < 2:
+                if len(self._shape_counts) < 10_000:  # bounded bookkeeping
+                    self._shape_counts[key] = seen + 1
+            else:
+                try:
+                    self._graphs[key] = self._capture(x)
+                except RuntimeError as exc:
+                    log.warning("CUDA graph capture failed, running eagerly: %s", exc)
+                    self.cuda_graphs = False
+                if len(self._graphs) > MAX_CUDA_GRAPHS:
+                    self._graphs.popitem(last=False)  # the least recently used shape
         if key not in self._graphs:
-            try:
-                self._graphs[key] = self._capture(x)
-            except RuntimeError as exc:
-                log.warning("CUDA graph capture failed, running eagerly: %s", exc)
-                self.cuda_graphs = False
-                return self.model(x)
-            if len(self._graphs) > MAX_CUDA_GRAPHS:
-                self._graphs.popitem(last=False)
+            return self.model(x)
         self._graphs.move_to_end(key)
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(x)
         graph.replay()
-        return static_out.clone()
+        return static_out.clone()  # the next replay overwrites static_out
 
     def _capture(self, x: torch.Tensor) -> tuple:
         """Capture the model on inputs shaped like ``x``: (graph, input buffer, output)."""
