@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -19,6 +19,9 @@ from istd.data.io import read_image, read_mask
 from istd.data.layouts import DatasetIndex, Sample, open_dataset
 from istd.data.transforms import PairTransform, apply_transform
 from istd.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 __all__ = ["IRSTDDataset", "compute_norm_stats", "load_pair"]
 

@@ -6,18 +6,28 @@ is placed so that a randomly chosen target pixel lies somewhere inside it (album
 `CropNonEmptyMaskIfExists`, which jitters the window uniformly around that pixel), otherwise it
 is uniform. Flips and 90-degree rotations keep the physics of an IR frame; noise and blur are
 mild so that faint targets survive. Evaluation runs at native resolution with no resizing.
+
+albumentations is imported on first use: it takes about a second to import (most of `istd`'s
+start-up before this change), which `istd predict` and `istd eval` do not need, and its
+online check for a newer version is switched off (no network traffic from importing `istd`).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import cv2
 import numpy as np
 
 from istd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 __all__ = [
     "PairTransform",
@@ -29,6 +39,13 @@ __all__ = [
 
 #: A callable taking and returning (image (H, W) float32 [0, 1], mask (H, W) uint8 {0, 1}).
 PairTransform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _albumentations() -> ModuleType:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # read when it is imported
+    import albumentations
+
+    return albumentations
 
 
 def train_transform(
@@ -76,6 +93,7 @@ def train_transform(
     for name, value in probabilities.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must lie in [0, 1], got {value}")
+    A = _albumentations()  # noqa: N806 (the library's usual alias)
     crops: list[A.BasicTransform] = []
     if target_p > 0:
         crops.append(A.CropNonEmptyMaskIfExists(height=crop_size, width=crop_size, p=target_p))
@@ -136,7 +154,8 @@ def apply_transform(
     """
     if transform is None:
         return image, mask
-    if isinstance(transform, A.BaseCompose):
+    albumentations = sys.modules.get("albumentations")  # not imported: not one of its pipelines
+    if albumentations is not None and isinstance(transform, albumentations.BaseCompose):
         out = transform(image=image, mask=mask)
         image, mask = out["image"], out["mask"]
     else:
