@@ -264,10 +264,6 @@ def _scan_bwd_kernel(N: int) -> Callable:
                 p = item % parts
                 d_start = g * per_group + p * per_part
                 n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
-                for t in range(L):  # zeroed here rather than by torch: one pass less over memory
-                    for n in range(N):
-                        dB_part[b, g, p, t, n] = _ZERO
-                        dC_part[b, g, p, t, n] = _ZERO
                 for k in range(n_d + 1):  # row n_d: the dummy channel's, zero
                     for n in range(N):
                         lam[k, n] = glast[b * dim + d_start + k, n] if k < n_d else _ZERO
@@ -276,6 +272,12 @@ def _scan_bwd_kernel(N: int) -> Callable:
                 for c in range(n_chunks - 1, -1, -1):
                     t0 = c * CHUNK
                     T = min(CHUNK, L - t0)
+                    # zeroed chunk by chunk, just before the channel pairs add to them in L1
+                    # (zeroing the item's whole rows first costs one more pass over memory)
+                    for t in range(t0, t0 + T):
+                        for n in range(N):
+                            dB_part[b, g, p, t, n] = _ZERO
+                            dC_part[b, g, p, t, n] = _ZERO
                     for k in range(0, n_d, 2):
                         two = k + 1 < n_d
                         d1 = d_start + k
@@ -348,34 +350,6 @@ def _scan_bwd_kernel(N: int) -> Callable:
     return kernel
 
 
-@njit(cache=True)
-def _sum_swap_kernel(src, dst):
-    """dst[m, y, x] = sum_p src[m, p, x, y]: (M, P, X, Y) -> (M, Y, X).
-
-    Swaps B/C between (N, L) and the kernels' (L, N) layout, and sums the backward's partials
-    on the way; torch's strided copy is several times slower on these small inner dimensions.
-    Single-threaded: it is memory-bound, and a parallel loop would add a second to compiling.
-    """
-    M, P, X, Y = src.shape
-    for m in range(M):
-        for x in range(X):
-            for y in range(Y):
-                acc = src[m, 0, x, y]
-                for q in range(1, P):
-                    acc += src[m, q, x, y]
-                dst[m, y, x] = acc
-
-
-def _swap_last(t: Tensor, parts: int = 1) -> Tensor:
-    """(..., P * X, Y) float32 tensor -> contiguous (..., Y, X), summing the P parts."""
-    *lead, PX, Y = t.shape
-    X = PX // parts
-    src = _np(t).reshape(-1, parts, X, Y)  # (M, P, X, Y)
-    out = torch.empty(*lead, Y, X)
-    _sum_swap_kernel(src, out.numpy().reshape(-1, Y, X))
-    return out
-
-
 def _is_steps_last(t: Tensor) -> bool:
     """Whether (..., N, L) float32 ``t`` is the transposed view of a contiguous (..., L, N)."""
     return t.dtype == torch.float32 and t.transpose(-1, -2).is_contiguous()
@@ -383,10 +357,8 @@ def _is_steps_last(t: Tensor) -> bool:
 
 def _steps_last(t: Tensor) -> np.ndarray:
     """(..., N, L) -> contiguous float32 (..., L, N) array: free when ``t`` is the transposed
-    view of such a tensor (SS2D computes B and C that way), else a swap."""
-    if _is_steps_last(t):
-        return t.transpose(-1, -2).detach().numpy()
-    return _swap_last(t).numpy()
+    view of such a tensor (SS2D computes B and C that way), else one copy."""
+    return t.detach().float().transpose(-1, -2).contiguous().numpy()
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -451,13 +423,15 @@ class _SelectiveScanCPU(torch.autograd.Function):
             dD_part.numpy(), dB_part.numpy(), dC_part.numpy(),
         )  # fmt: skip
         # (batch, G, P, L, N) summed over P -> (batch, G, N, L), in the layout B and C came in:
-        # a transposed view for (L, N) inputs (free), else one swap pass (a leaf's
-        # AccumulateGrad would otherwise make a strided copy, several times slower)
+        # a transposed view for (L, N) inputs (free), else one copy (a leaf's AccumulateGrad
+        # would otherwise keep the strided view)
         dB, dC = (
             (part[:, :, 0] if parts == 1 else part.sum(2)).transpose(2, 3)
-            if steps_last
-            else _swap_last(part.view(batch, G, parts * L, N), parts)
-            for part, steps_last in zip((dB_part, dC_part), ctx.steps_last, strict=True)
+            for part in (dB_part, dC_part)
+        )
+        dB, dC = (
+            grad if steps_last else grad.contiguous()
+            for grad, steps_last in zip((dB, dC), ctx.steps_last, strict=True)
         )
         del ctx.arrays
         return du, ddt, dA_part.sum(0), dB, dC, dD_part.sum(0)
