@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import Tensor
 
@@ -62,6 +63,37 @@ def _bits_to_float32(typingctx, bits):  # noqa: ARG001 (Numba intrinsic signatur
         return builder.bitcast(value, ir.FloatType())
 
     return types.float32(bits), codegen
+
+
+@intrinsic
+def _stack_empty(typingctx, size):  # noqa: ARG001 (Numba intrinsic signature)
+    """An uninitialised float32 array of compile-time length ``size`` on the stack.
+
+    Why: LLVM keeps a small stack array whose indices are known after unrolling in vector
+    registers, whereas rows of a heap array (``np.empty``) are loaded and stored on every
+    step of a loop. The backward's carried rows in stack arrays made forward + backward 1.22
+    to 1.29 times faster. Valid only inside the function that creates it (never return it).
+    """
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    length = size.literal_value
+    array_type = types.Array(types.float32, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        data = cgutils.alloca_once(builder, ir.FloatType(), size=length)
+        array = context.make_array(array_type)(context, builder)
+        itemsize = context.get_constant(types.intp, 4)
+        context.populate_array(
+            array,
+            data=data,
+            shape=cgutils.pack_array(builder, [context.get_constant(types.intp, length)]),
+            strides=cgutils.pack_array(builder, [itemsize]),
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return array._getvalue()
+
+    return array_type(size), codegen
 
 
 # float32 constants: Numba keeps module-level np.float32 values in float32 arithmetic,
@@ -213,10 +245,10 @@ def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
 def _scan_bwd_kernel(N: int) -> Callable:
     """The backward scan kernel compiled for N states.
 
-    With N a compile-time constant, LLVM unrolls the state loops and holds a channel pair's
-    carried rows in N-element locals through a chunk's reverse walk: 12 to 15 % faster than
-    with N read at run time, the same results to the bit. Each N compiles once per machine (Numba
-    keys a cached closure by the values it captures).
+    With N a compile-time constant, LLVM unrolls the state loops (12 to 15 % faster than with
+    N read at run time, the same results to the bit), and the carried rows can live on the
+    stack (``_stack_empty``). Each N compiles once per machine (Numba keys a cached closure
+    by the values it captures).
     """
 
     @njit(parallel=True, fastmath=True, cache=True)
@@ -237,8 +269,7 @@ def _scan_bwd_kernel(N: int) -> Callable:
         same reason as the forward's four rows: two independent chains, and one read-modify-write
         of dB/dC for both. An odd block's last pair has a dummy second channel whose gradient
         inputs are zero and whose outputs are not written. A pair's carried rows (lam, dA_acc, A)
-        live in N-element locals during a chunk (L1-resident; LLVM still loads and stores them
-        each step).
+        live in N-element stack arrays during a chunk, which LLVM keeps in registers.
         """
         L = u.shape[1]
         dim = A.shape[0]
@@ -256,9 +287,10 @@ def _scan_bwd_kernel(N: int) -> Callable:
             lam = np.empty((per_part + 1, N), np.float32)  # dLoss/dh carried back, times decay
             dA_acc = np.empty((per_part + 1, N), np.float32)
             dD_acc = np.empty(per_part + 1, np.float32)
-            l1, l2 = np.empty(N, np.float32), np.empty(N, np.float32)  # the pair's lam rows
-            a1, a2 = np.empty(N, np.float32), np.empty(N, np.float32)  # and dA_acc rows
-            A1, A2 = np.empty(N, np.float32), np.empty(N, np.float32)
+            # the pair's carried rows, in registers through a chunk's reverse walk
+            l1, l2 = _stack_empty(N), _stack_empty(N)  # the pair's lam rows
+            a1, a2 = _stack_empty(N), _stack_empty(N)  # and dA_acc rows
+            A1, A2 = _stack_empty(N), _stack_empty(N)
             for item in range(blk * per_block, min(n_items, blk * per_block + per_block)):
                 b = item // (G * parts)
                 g = (item // parts) % G
