@@ -61,14 +61,18 @@ def cpu_kernels_cached() -> bool:
     try:
         from istd.ops import scan_grid_cpu, ss2d_grids_cpu
 
-        plain = (scan_grid_cpu._dt_proj_softplus_kernel, scan_grid_cpu._scan_grid_kernel)
-        if not all(os.path.exists(k._cache._cache_file._index_path) for k in plain):
+        plain = scan_grid_cpu._dt_proj_softplus_kernel
+        if not os.path.exists(plain._cache._cache_file._index_path):
             return False
         # one index file holds every shape's entry, keyed by a hash of the captured shape
         from numba.core.serialize import dumps
 
+        per_shape = [scan_grid_cpu._scan_grid_kernel(16)]  # mim-istd's d_state
         for w in (4, 8, 16, 32):  # mim-istd's word dims: grids of 4 x 4, 4 directions
-            kernel = ss2d_grids_cpu._grids_kernel(4, 4, w, 4, 2 * w, 16, -(-w // 16))
+            per_shape.append(ss2d_grids_cpu._grids_kernel(4, 4, w, 4, 2 * w, 16, -(-w // 16)))
+        for kernel in per_shape:
+            if not os.path.exists(kernel._cache._cache_file._index_path):
+                return False
             cells = tuple(c.cell_contents for c in kernel.py_func.__closure__)
             want = hashlib.sha256(dumps(cells)).hexdigest()
             if not any(key[2][1] == want for key in kernel._cache._cache_file._load_index()):

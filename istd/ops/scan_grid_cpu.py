@@ -19,13 +19,16 @@ differentiable ops.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
 from istd.ops._threads import sync_numba_threads
-from istd.ops.scan_cpu import _exp, _softplus
+from istd.ops.scan_cpu import _exp, _softplus, _stack_empty
 
 _ZERO = np.float32(0.0)
 
@@ -55,72 +58,76 @@ def _dt_proj_softplus_kernel(dts, w_dt, b_dt, out):
             out[b, k, c, t] = _softplus(out[b, k, c, t])
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _scan_grid_kernel(x, dt, Bm, Cm, A, Dv, index, grouped, out):
-    """x, out: (Bt, L, Di) channels-last tokens; dt: (Bt, K, C', L) step sizes in grid order;
-    Bm, Cm: (Bt, K, L, N) in grid order; A: (K * C', N); Dv: (K * C',); index: (K, L).
+@functools.cache
+def _scan_grid_kernel(N: int) -> Callable:
+    """The grid scan kernel compiled for N states: the four channels' states then live in
+    stack arrays, which LLVM keeps in registers (loaded and stored every step otherwise)."""
 
-    Direction k reads channels k * C' .. when ``grouped`` (C' = Di / K), else all Di.
-    Four channels run per loop body (independent chains, as in `istd.ops.scan_cpu`); a short
-    last group repeats its last channel and writes it once.
-    """
-    Bt, L, Di = x.shape
-    K, Cd = dt.shape[1], dt.shape[2]
-    N = A.shape[1]
-    n_quads = (Cd + 3) // 4
-    h = np.empty((Bt * n_quads, 4, N), np.float32)  # one state block per work item
-    for item in prange(Bt * n_quads):
-        b = item // n_quads
-        c0 = (item % n_quads) * 4
-        c1, c2, c3 = min(c0 + 1, Cd - 1), min(c0 + 2, Cd - 1), min(c0 + 3, Cd - 1)
-        hs = h[item]
-        for k in range(K):
-            ch = k * Cd if grouped else 0  # channel offset of direction k in x and out
-            first = grouped or k == 0  # the first write to these output channels
-            p0, p1, p2, p3 = k * Cd + c0, k * Cd + c1, k * Cd + c2, k * Cd + c3  # A, D rows
-            for i in range(4):
+    @njit(parallel=True, fastmath=True, cache=True)
+    def kernel(x, dt, Bm, Cm, A, Dv, index, grouped, out):
+        """x, out: (Bt, L, Di) channels-last tokens; dt: (Bt, K, C', L) step sizes in grid order;
+        Bm, Cm: (Bt, K, L, N) in grid order; A: (K * C', N); Dv: (K * C',); index: (K, L).
+
+        Direction k reads channels k * C' .. when ``grouped`` (C' = Di / K), else all Di.
+        Four channels run per loop body (independent chains, as in `istd.ops.scan_cpu`); a short
+        last group repeats its last channel and writes it once.
+        """
+        Bt, L, Di = x.shape
+        K, Cd = dt.shape[1], dt.shape[2]
+        n_quads = (Cd + 3) // 4
+        for item in prange(Bt * n_quads):
+            b = item // n_quads
+            c0 = (item % n_quads) * 4
+            c1, c2, c3 = min(c0 + 1, Cd - 1), min(c0 + 2, Cd - 1), min(c0 + 3, Cd - 1)
+            h0, h1, h2, h3 = _stack_empty(N), _stack_empty(N), _stack_empty(N), _stack_empty(N)
+            for k in range(K):
+                ch = k * Cd if grouped else 0  # channel offset of direction k in x and out
+                first = grouped or k == 0  # the first write to these output channels
+                p0, p1, p2, p3 = k * Cd + c0, k * Cd + c1, k * Cd + c2, k * Cd + c3  # A, D rows
                 for n in range(N):
-                    hs[i, n] = _ZERO
-            for step in range(L):
-                t = index[k, step]
-                dt0, dt1, dt2, dt3 = (
-                    dt[b, k, c0, t],
-                    dt[b, k, c1, t],
-                    dt[b, k, c2, t],
-                    dt[b, k, c3, t],
-                )
-                x0, x1, x2, x3 = (
-                    x[b, t, ch + c0],
-                    x[b, t, ch + c1],
-                    x[b, t, ch + c2],
-                    x[b, t, ch + c3],
-                )
-                dx0, dx1, dx2, dx3 = dt0 * x0, dt1 * x1, dt2 * x2, dt3 * x3
-                for n in range(N):
-                    bn = Bm[b, k, t, n]
-                    hs[0, n] = _exp(dt0 * A[p0, n]) * hs[0, n] + dx0 * bn
-                    hs[1, n] = _exp(dt1 * A[p1, n]) * hs[1, n] + dx1 * bn
-                    hs[2, n] = _exp(dt2 * A[p2, n]) * hs[2, n] + dx2 * bn
-                    hs[3, n] = _exp(dt3 * A[p3, n]) * hs[3, n] + dx3 * bn
-                y0, y1, y2, y3 = Dv[p0] * x0, Dv[p1] * x1, Dv[p2] * x2, Dv[p3] * x3
-                for n in range(N):
-                    cn = Cm[b, k, t, n]
-                    y0 += hs[0, n] * cn
-                    y1 += hs[1, n] * cn
-                    y2 += hs[2, n] * cn
-                    y3 += hs[3, n] * cn
-                if not first:
-                    y0 += out[b, t, ch + c0]
-                    y1 += out[b, t, ch + c1]
-                    y2 += out[b, t, ch + c2]
-                    y3 += out[b, t, ch + c3]
-                out[b, t, ch + c0] = y0
-                if c0 + 1 < Cd:
-                    out[b, t, ch + c1] = y1
-                if c0 + 2 < Cd:
-                    out[b, t, ch + c2] = y2
-                if c0 + 3 < Cd:
-                    out[b, t, ch + c3] = y3
+                    h0[n], h1[n], h2[n], h3[n] = _ZERO, _ZERO, _ZERO, _ZERO
+                for step in range(L):
+                    t = index[k, step]
+                    dt0, dt1, dt2, dt3 = (
+                        dt[b, k, c0, t],
+                        dt[b, k, c1, t],
+                        dt[b, k, c2, t],
+                        dt[b, k, c3, t],
+                    )
+                    x0, x1, x2, x3 = (
+                        x[b, t, ch + c0],
+                        x[b, t, ch + c1],
+                        x[b, t, ch + c2],
+                        x[b, t, ch + c3],
+                    )
+                    dx0, dx1, dx2, dx3 = dt0 * x0, dt1 * x1, dt2 * x2, dt3 * x3
+                    for n in range(N):
+                        bn = Bm[b, k, t, n]
+                        h0[n] = _exp(dt0 * A[p0, n]) * h0[n] + dx0 * bn
+                        h1[n] = _exp(dt1 * A[p1, n]) * h1[n] + dx1 * bn
+                        h2[n] = _exp(dt2 * A[p2, n]) * h2[n] + dx2 * bn
+                        h3[n] = _exp(dt3 * A[p3, n]) * h3[n] + dx3 * bn
+                    y0, y1, y2, y3 = Dv[p0] * x0, Dv[p1] * x1, Dv[p2] * x2, Dv[p3] * x3
+                    for n in range(N):
+                        cn = Cm[b, k, t, n]
+                        y0 += h0[n] * cn
+                        y1 += h1[n] * cn
+                        y2 += h2[n] * cn
+                        y3 += h3[n] * cn
+                    if not first:
+                        y0 += out[b, t, ch + c0]
+                        y1 += out[b, t, ch + c1]
+                        y2 += out[b, t, ch + c2]
+                        y3 += out[b, t, ch + c3]
+                    out[b, t, ch + c0] = y0
+                    if c0 + 1 < Cd:
+                        out[b, t, ch + c1] = y1
+                    if c0 + 2 < Cd:
+                        out[b, t, ch + c2] = y2
+                    if c0 + 3 < Cd:
+                        out[b, t, ch + c3] = y3
+
+    return kernel
 
 
 def scan_grid_cpu(
@@ -168,7 +175,7 @@ def scan_grid_cpu(
         arr(dt_bias.reshape(K, Cd)),
         dt,
     )
-    _scan_grid_kernel(
+    _scan_grid_kernel(N)(
         arr(x), dt, arr(by_direction[..., R : R + N]), arr(by_direction[..., R + N :]),
         arr(A), arr(D), np.ascontiguousarray(index.cpu().numpy(), dtype=np.int64), grouped,
         out.numpy(),

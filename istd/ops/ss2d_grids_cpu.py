@@ -29,7 +29,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from istd.ops._threads import sync_numba_threads
-from istd.ops.scan_cpu import _exp, _softplus
+from istd.ops.scan_cpu import _exp, _softplus, _stack_empty
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -87,7 +87,8 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
             bc = np.empty((K, L, 2 * N), np.float32)  # B then C of each token and direction
             dt = np.empty((K, L, Di), np.float32)
             y = np.empty((L, Di), np.float32)
-            h = np.empty((4, N), np.float32)
+            # the four channels' states: stack arrays, which LLVM keeps in registers
+            h0, h1, h2, h3 = _stack_empty(N), _stack_empty(N), _stack_empty(N), _stack_empty(N)
             o = np.empty(d, np.float32)
             dtr = np.empty(R, np.float32)
             xc_flat, zg_flat, dt_flat = (
@@ -162,9 +163,8 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
                 for k in range(K):
                     for c0 in range(0, Di, 4):
                         c1, c2, c3 = min(c0 + 1, Di - 1), min(c0 + 2, Di - 1), min(c0 + 3, Di - 1)
-                        for i in range(4):
-                            for n in range(N):
-                                h[i, n] = _ZERO
+                        for n in range(N):
+                            h0[n], h1[n], h2[n], h3[n] = _ZERO, _ZERO, _ZERO, _ZERO
                         for step in range(L):
                             t = index[k, step]
                             dt0, dt1, dt2, dt3 = (
@@ -177,17 +177,17 @@ def _grids_kernel(H: int, W: int, d: int, K: int, Di: int, N: int, R: int) -> Ca
                             dx2, dx3 = dt2 * xc[t, c2], dt3 * xc[t, c3]
                             for n in range(N):
                                 bn = bc[k, t, n]
-                                h[0, n] = _exp(dt0 * A[k, c0, n]) * h[0, n] + dx0 * bn
-                                h[1, n] = _exp(dt1 * A[k, c1, n]) * h[1, n] + dx1 * bn
-                                h[2, n] = _exp(dt2 * A[k, c2, n]) * h[2, n] + dx2 * bn
-                                h[3, n] = _exp(dt3 * A[k, c3, n]) * h[3, n] + dx3 * bn
+                                h0[n] = _exp(dt0 * A[k, c0, n]) * h0[n] + dx0 * bn
+                                h1[n] = _exp(dt1 * A[k, c1, n]) * h1[n] + dx1 * bn
+                                h2[n] = _exp(dt2 * A[k, c2, n]) * h2[n] + dx2 * bn
+                                h3[n] = _exp(dt3 * A[k, c3, n]) * h3[n] + dx3 * bn
                             y0, y1, y2, y3 = _ZERO, _ZERO, _ZERO, _ZERO
                             for n in range(N):
                                 cn = bc[k, t, N + n]
-                                y0 += h[0, n] * cn
-                                y1 += h[1, n] * cn
-                                y2 += h[2, n] * cn
-                                y3 += h[3, n] * cn
+                                y0 += h0[n] * cn
+                                y1 += h1[n] * cn
+                                y2 += h2[n] * cn
+                                y3 += h3[n] * cn
                             y[t, c0] += y0
                             if c0 + 1 < Di:
                                 y[t, c1] += y1

@@ -171,13 +171,13 @@ def test_kernel_cache_check_wants_every_word_shape(monkeypatch: pytest.MonkeyPat
     """All shapes share one index file: one compiled shape must not answer for the others."""
     from numba.core.serialize import dumps
 
-    from istd.ops import _availability, ss2d_grids_cpu
+    from istd.ops import _availability, scan_grid_cpu, ss2d_grids_cpu
 
     monkeypatch.setattr(_availability.os.path, "exists", lambda path: True)
     first = ss2d_grids_cpu._grids_kernel(4, 4, 4, 4, 8, 16, 1)  # the first stage's shape
     monkeypatch.setattr(first._cache._cache_file, "_load_index", lambda: {})
-    for w in (8, 16, 32):
-        later = ss2d_grids_cpu._grids_kernel(4, 4, w, 4, 2 * w, 16, -(-w // 16))
+    others = [ss2d_grids_cpu._grids_kernel(4, 4, w, 4, 2 * w, 16, -(-w // 16)) for w in (8, 16, 32)]
+    for later in [*others, scan_grid_cpu._scan_grid_kernel(16)]:  # cached, as if compiled
         cells = tuple(c.cell_contents for c in later.py_func.__closure__)
         key = (None, None, (None, _availability.hashlib.sha256(dumps(cells)).hexdigest()))
         monkeypatch.setattr(later._cache._cache_file, "_load_index", lambda key=key: {key: ""})
