@@ -176,69 +176,75 @@ def _step_sizes_kernel(delta, bias, softplus, out):
                 out[r, t] = delta[r, t] + b
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _scan_fwd_kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
-    """Forward scan.
+@functools.cache
+def _scan_fwd_kernel(N: int) -> Callable:
+    """The forward scan kernel compiled for N states, whose four rows' states then live in
+    stack arrays (registers)."""
 
-    u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
-    Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
-    chunk (written when ``save_ckpt``). Rows run four at a time (a short last tile repeats its
-    last row): each row's recurrence is a chain of dependent multiply-adds, and four
-    independent chains in one loop body keep the FP units busy (1.2 to 1.5x faster than one
-    row at a time; a loop over the four rows instead of the written-out body measured slower,
-    LLVM does not interleave it). Tiles are split into ``n_blocks`` parallel blocks so that
-    scratch memory is allocated per block (MiM-ISTD's word scans have ~10^5 rows of 16 steps).
-    """
-    R, L = u.shape
-    dim, N = A.shape
-    per_group = dim // Bm.shape[1]
-    n_chunks = (L + CHUNK - 1) // CHUNK
-    n_tiles = (R + _ROWS - 1) // _ROWS
-    per_block = (n_tiles + n_blocks - 1) // n_blocks
-    for blk in prange(n_blocks):
-        h = np.empty((_ROWS, N), np.float32)
-        for tile in range(blk * per_block, min(n_tiles, blk * per_block + per_block)):
-            r0 = _ROWS * tile
-            r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-            b0, d0 = r0 // dim, r0 % dim
-            b1, d1 = r1 // dim, r1 % dim
-            b2, d2 = r2 // dim, r2 % dim
-            b3, d3 = r3 // dim, r3 % dim
-            g0, g1, g2, g3 = d0 // per_group, d1 // per_group, d2 // per_group, d3 // per_group
-            for i in range(_ROWS):
+    @njit(parallel=True, fastmath=True, cache=True)
+    def kernel(u, dt, A, Bm, Cm, Dv, y, last, ckpt, save_ckpt, n_blocks):
+        """Forward scan.
+
+        u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
+        Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
+        chunk (written when ``save_ckpt``). Rows run four at a time (a short last tile repeats its
+        last row): each row's recurrence is a chain of dependent multiply-adds, and four
+        independent chains in one loop body keep the FP units busy (1.2 to 1.5x faster than one
+        row at a time; a loop over the four rows instead of the written-out body measured slower,
+        LLVM does not interleave it). Tiles are split into ``n_blocks`` parallel blocks so that
+        scratch memory is allocated per block (MiM-ISTD's word scans have ~10^5 rows of 16 steps).
+        """
+        R, L = u.shape
+        dim = A.shape[0]
+        per_group = dim // Bm.shape[1]
+        n_chunks = (L + CHUNK - 1) // CHUNK
+        n_tiles = (R + _ROWS - 1) // _ROWS
+        per_block = (n_tiles + n_blocks - 1) // n_blocks
+        for blk in prange(n_blocks):
+            h0, h1, h2, h3 = _stack_empty(N), _stack_empty(N), _stack_empty(N), _stack_empty(N)
+            for tile in range(blk * per_block, min(n_tiles, blk * per_block + per_block)):
+                r0 = _ROWS * tile
+                r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+                b0, d0 = r0 // dim, r0 % dim
+                b1, d1 = r1 // dim, r1 % dim
+                b2, d2 = r2 // dim, r2 % dim
+                b3, d3 = r3 // dim, r3 % dim
+                g0, g1, g2, g3 = d0 // per_group, d1 // per_group, d2 // per_group, d3 // per_group
                 for n in range(N):
-                    h[i, n] = _ZERO
-            for c in range(n_chunks):
-                if save_ckpt:
-                    for n in range(N):
-                        ckpt[r0, c, n], ckpt[r1, c, n] = h[0, n], h[1, n]
-                        ckpt[r2, c, n], ckpt[r3, c, n] = h[2, n], h[3, n]
-                for t in range(c * CHUNK, min(c * CHUNK + CHUNK, L)):
-                    dt0, dt1, dt2, dt3 = dt[r0, t], dt[r1, t], dt[r2, t], dt[r3, t]
-                    x0, x1, x2, x3 = u[r0, t], u[r1, t], u[r2, t], u[r3, t]
-                    dx0, dx1, dx2, dx3 = dt0 * x0, dt1 * x1, dt2 * x2, dt3 * x3
-                    # the update and the C contraction are separate loops: a reduction in
-                    # the exp loop makes LLVM interleave it past N = 16 lanes, unvectorised
-                    for n in range(N):
-                        h[0, n] = _exp(dt0 * A[d0, n]) * h[0, n] + dx0 * Bm[b0, g0, t, n]
-                        h[1, n] = _exp(dt1 * A[d1, n]) * h[1, n] + dx1 * Bm[b1, g1, t, n]
-                        h[2, n] = _exp(dt2 * A[d2, n]) * h[2, n] + dx2 * Bm[b2, g2, t, n]
-                        h[3, n] = _exp(dt3 * A[d3, n]) * h[3, n] + dx3 * Bm[b3, g3, t, n]
-                    y0, y1, y2, y3 = _ZERO, _ZERO, _ZERO, _ZERO
-                    for n in range(N):
-                        y0 += h[0, n] * Cm[b0, g0, t, n]
-                        y1 += h[1, n] * Cm[b1, g1, t, n]
-                        y2 += h[2, n] * Cm[b2, g2, t, n]
-                        y3 += h[3, n] * Cm[b3, g3, t, n]
-                    y[r0, t], y[r1, t] = y0 + Dv[d0] * x0, y1 + Dv[d1] * x1
-                    y[r2, t], y[r3, t] = y2 + Dv[d2] * x2, y3 + Dv[d3] * x3
-            for n in range(N):
-                last[r0, n], last[r1, n], last[r2, n], last[r3, n] = (
-                    h[0, n],
-                    h[1, n],
-                    h[2, n],
-                    h[3, n],
-                )
+                    h0[n], h1[n], h2[n], h3[n] = _ZERO, _ZERO, _ZERO, _ZERO
+                for c in range(n_chunks):
+                    if save_ckpt:
+                        for n in range(N):
+                            ckpt[r0, c, n], ckpt[r1, c, n] = h0[n], h1[n]
+                            ckpt[r2, c, n], ckpt[r3, c, n] = h2[n], h3[n]
+                    for t in range(c * CHUNK, min(c * CHUNK + CHUNK, L)):
+                        dt0, dt1, dt2, dt3 = dt[r0, t], dt[r1, t], dt[r2, t], dt[r3, t]
+                        x0, x1, x2, x3 = u[r0, t], u[r1, t], u[r2, t], u[r3, t]
+                        dx0, dx1, dx2, dx3 = dt0 * x0, dt1 * x1, dt2 * x2, dt3 * x3
+                        # the update and the C contraction are separate loops: a reduction in
+                        # the exp loop makes LLVM interleave it past N = 16 lanes, unvectorised
+                        for n in range(N):
+                            h0[n] = _exp(dt0 * A[d0, n]) * h0[n] + dx0 * Bm[b0, g0, t, n]
+                            h1[n] = _exp(dt1 * A[d1, n]) * h1[n] + dx1 * Bm[b1, g1, t, n]
+                            h2[n] = _exp(dt2 * A[d2, n]) * h2[n] + dx2 * Bm[b2, g2, t, n]
+                            h3[n] = _exp(dt3 * A[d3, n]) * h3[n] + dx3 * Bm[b3, g3, t, n]
+                        y0, y1, y2, y3 = _ZERO, _ZERO, _ZERO, _ZERO
+                        for n in range(N):
+                            y0 += h0[n] * Cm[b0, g0, t, n]
+                            y1 += h1[n] * Cm[b1, g1, t, n]
+                            y2 += h2[n] * Cm[b2, g2, t, n]
+                            y3 += h3[n] * Cm[b3, g3, t, n]
+                        y[r0, t], y[r1, t] = y0 + Dv[d0] * x0, y1 + Dv[d1] * x1
+                        y[r2, t], y[r3, t] = y2 + Dv[d2] * x2, y3 + Dv[d3] * x3
+                for n in range(N):
+                    last[r0, n], last[r1, n], last[r2, n], last[r3, n] = (
+                        h0[n],
+                        h1[n],
+                        h2[n],
+                        h3[n],
+                    )
+
+    return kernel
 
 
 @functools.cache
@@ -421,7 +427,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         n_chunks = -(-L // CHUNK) if save else 0
         ckpt = np.empty((batch * dim, n_chunks, N), np.float32)  # (R, chunks, N)
         sync_numba_threads()
-        _scan_fwd_kernel(
+        _scan_fwd_kernel(N)(
             u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
             last.numpy().reshape(batch * dim, N), ckpt, save, min(-(-batch * dim // _ROWS), _MAX_BLOCKS),
         )  # fmt: skip
