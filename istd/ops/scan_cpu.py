@@ -44,7 +44,10 @@ from torch import Tensor
 
 from istd.ops._threads import sync_numba_threads
 
-CHUNK = 64  # steps between checkpoints: the backward buffers (CHUNK + 1, N) stay in L1
+# steps between checkpoints. The backward's per-chunk work (a channel pair's checkpoint,
+# carried rows, zeroing) is paid once a chunk; its buffers (CHUNK + 1, N) sit in L2 at this
+# size. 512 measured 1.05 to 1.13x faster forward + backward on long sequences than 64.
+CHUNK = 512
 _ROWS = 4  # rows the forward kernel runs together (written out in its loop body)
 # aim for this many independent backward work items (load balance); each item's partial
 # dB/dC rows (L x N) are zeroed, written and summed, so more cost memory passes: 8 measured
@@ -273,7 +276,7 @@ def _scan_bwd_kernel(N: int) -> Callable:
         parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), zero on entry,
         one slice per block (a block's items cover several batch entries), summed afterwards.
         du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
-        chunk loop is outermost, so the item's dB/dC rows of one chunk stay in L1 while each of
+        chunk loop is outermost, so the item's dB/dC rows of one chunk stay in cache while each of
         its channels adds to them. Channels go in pairs (suffixes 1 and 2), written out for the
         same reason as the forward's four rows: two independent chains, and one read-modify-write
         of dB/dC for both. An odd block's last pair has a dummy second channel whose gradient
@@ -289,10 +292,11 @@ def _scan_bwd_kernel(N: int) -> Callable:
         n_items = batch * G * parts
         per_block = (n_items + n_blocks - 1) // n_blocks
         for blk in prange(n_blocks):
-            hs1 = np.empty((CHUNK + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
-            hs2 = np.empty((CHUNK + 1, N), np.float32)
-            dec1 = np.empty((CHUNK, N), np.float32)  # exp(dt A) at chunk step j
-            dec2 = np.empty((CHUNK, N), np.float32)
+            steps = min(CHUNK, L)  # a chunk's length at most
+            hs1 = np.empty((steps + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
+            hs2 = np.empty((steps + 1, N), np.float32)
+            dec1 = np.empty((steps, N), np.float32)  # exp(dt A) at chunk step j
+            dec2 = np.empty((steps, N), np.float32)
             lam = np.empty((per_part + 1, N), np.float32)  # dLoss/dh carried back, times decay
             dA_acc = np.empty((per_part + 1, N), np.float32)
             dD_acc = np.empty(per_part + 1, np.float32)
@@ -314,7 +318,7 @@ def _scan_bwd_kernel(N: int) -> Callable:
                 for c in range(n_chunks - 1, -1, -1):
                     t0 = c * CHUNK
                     T = min(CHUNK, L - t0)
-                    # zeroed chunk by chunk, just before the channel pairs add to them in L1
+                    # zeroed chunk by chunk, just before the channel pairs add to them in cache
                     # (zeroing the item's whole rows first costs one more pass over memory)
                     for t in range(t0, t0 + T):
                         for n in range(N):
