@@ -192,8 +192,9 @@ def _scan_fwd_kernel(N: int) -> Callable:
         """Forward scan.
 
         u, dt, y: (R, L), R = batch * dim, row r = (b, d); A: (dim, N); Bm, Cm: (batch, G, L, N);
-        Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK), N) state before each
-        chunk (written when ``save_ckpt``). Rows run four at a time (a short last tile repeats its
+        Dv: (dim,); last: (R, N) final state; ckpt: (R, ceil(L / CHUNK) - 1, N) state before
+        each chunk after the first, whose state is zero (written when ``save_ckpt``; none for
+        sequences of one chunk, such as MiM-ISTD's 16-word scans). Rows run four at a time (a short last tile repeats its
         last row): each row's recurrence is a chain of dependent multiply-adds, and four
         independent chains in one loop body keep the FP units busy (1.2 to 1.5x faster than one
         row at a time; a loop over the four rows instead of the written-out body measured slower,
@@ -219,10 +220,10 @@ def _scan_fwd_kernel(N: int) -> Callable:
                 for n in range(N):
                     h0[n], h1[n], h2[n], h3[n] = _ZERO, _ZERO, _ZERO, _ZERO
                 for c in range(n_chunks):
-                    if save_ckpt:
+                    if save_ckpt and c > 0:
                         for n in range(N):
-                            ckpt[r0, c, n], ckpt[r1, c, n] = h0[n], h1[n]
-                            ckpt[r2, c, n], ckpt[r3, c, n] = h2[n], h3[n]
+                            ckpt[r0, c - 1, n], ckpt[r1, c - 1, n] = h0[n], h1[n]
+                            ckpt[r2, c - 1, n], ckpt[r3, c - 1, n] = h2[n], h3[n]
                     for t in range(c * CHUNK, min(c * CHUNK + CHUNK, L)):
                         dt0, dt1, dt2, dt3 = dt[r0, t], dt[r1, t], dt[r2, t], dt[r3, t]
                         x0, x1, x2, x3 = u[r0, t], u[r1, t], u[r2, t], u[r3, t]
@@ -288,7 +289,7 @@ def _scan_bwd_kernel(N: int) -> Callable:
         batch, G = Bm.shape[0], Bm.shape[1]
         per_group = dim // G
         per_part = (per_group + parts - 1) // parts
-        n_chunks = ckpt.shape[1]
+        n_chunks = ckpt.shape[1] + 1
         n_items = batch * G * parts
         per_block = (n_items + n_blocks - 1) // n_blocks
         for blk in prange(n_blocks):
@@ -330,8 +331,8 @@ def _scan_bwd_kernel(N: int) -> Callable:
                         d2 = d1 + 1 if two else d1
                         r1, r2 = b * dim + d1, b * dim + d2
                         for n in range(N):
-                            hs1[0, n] = ckpt[r1, c, n]
-                            hs2[0, n] = ckpt[r2, c, n]
+                            hs1[0, n] = ckpt[r1, c - 1, n] if c > 0 else _ZERO
+                            hs2[0, n] = ckpt[r2, c - 1, n] if c > 0 else _ZERO
                             A1[n], A2[n] = A[d1, n], A[d2, n]
                         # recompute the chunk's states; dC needs h_t
                         for j in range(T):
@@ -432,7 +433,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         last = torch.empty(batch, dim, N)
         save = any(ctx.needs_input_grad)
         n_chunks = -(-L // CHUNK) if save else 0
-        ckpt = np.empty((batch * dim, n_chunks, N), np.float32)  # (R, chunks, N)
+        ckpt = np.empty((batch * dim, max(n_chunks - 1, 0), N), np.float32)  # (R, chunks - 1, N)
         sync_numba_threads()
         _scan_fwd_kernel(N)(
             u2, dt2, A2, Bt, Ct, D2, y.numpy().reshape(batch * dim, L),
