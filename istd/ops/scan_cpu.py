@@ -271,7 +271,9 @@ def _scan_bwd_kernel(N: int) -> Callable:
     ):  # fmt: skip
         """Backward scan: gradients of the forward's y (and last state) w.r.t. u, dt, A, B, C, D.
 
-        gy: (R, L) gradient of y; glast: (R, N) gradient of the last state; ckpt as the forward's.
+        gy: (R, L) gradient of y; glast: (R, N) gradient of the last state, or (0, N) when the
+        last state was not used (zero: no (R, N) tensor of zeros to fill and read); ckpt as the
+        forward's.
         Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
         gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
         parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), zero on entry,
@@ -313,7 +315,10 @@ def _scan_bwd_kernel(N: int) -> Callable:
                 n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
                 for k in range(n_d + 1):  # row n_d: the dummy channel's, zero
                     for n in range(N):
-                        lam[k, n] = glast[b * dim + d_start + k, n] if k < n_d else _ZERO
+                        if k < n_d and glast.shape[0] > 0:
+                            lam[k, n] = glast[b * dim + d_start + k, n]
+                        else:
+                            lam[k, n] = _ZERO
                         dA_acc[k, n] = _ZERO
                     dD_acc[k] = _ZERO
                 for c in range(n_chunks - 1, -1, -1):
@@ -444,6 +449,9 @@ class _SelectiveScanCPU(torch.autograd.Function):
             ctx.save_for_backward(u, dt, A, D)
             ctx.arrays = (Bt, Ct, ckpt)
             ctx.steps_last = (_is_steps_last(B), _is_steps_last(C))
+            # an unused output's gradient arrives as None instead of a filled tensor of zeros
+            # (the last state is unused in SS2D: (R, N) zeros to fill and read for nothing)
+            ctx.set_materialize_grads(False)
         return y, last
 
     @staticmethod
@@ -454,7 +462,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         R, N, G = batch * dim, A.shape[1], Bt.shape[1]
         u2, dt2, A2, D2 = _np(u).reshape(R, L), _np(dt).reshape(R, L), _np(A), _np(D)
         gy2 = np.zeros((R, L), np.float32) if gy is None else _np(gy).reshape(R, L)
-        gl2 = np.zeros((R, N), np.float32) if glast is None else _np(glast).reshape(R, N)
+        gl2 = np.zeros((0, N), np.float32) if glast is None else _np(glast).reshape(R, N)
         parts = _backward_parts(batch, G, dim // G)
         du = torch.empty(batch, dim, L)
         ddt = torch.empty(batch, dim, L)
