@@ -15,6 +15,7 @@ same GPU; there is no measuring stick or Numba compile to time there.
 Usage:
     python tools/bench_scan.py                 # everything, 2 threads
     python tools/bench_scan.py --quick         # fewer shapes and repetitions
+    python tools/bench_scan.py --layout network  # B/C in the layout the network passes
     python tools/bench_scan.py --device cuda   # the Triton kernels on a GPU
 """
 
@@ -83,15 +84,19 @@ def run_stick(exe: Path, shape: Shape, threads: int, reps: int) -> float:
     return float(line.split("best ")[1].split(" ms")[0]) / 1e3
 
 
-def make_inputs(shape: Shape):
-    """Inputs in the stick's ranges: u, B, C in [-1, 1), dt in [0, 0.1), A in -(0.5 .. 8.5)."""
+def make_inputs(shape: Shape, steps_last: bool = False):
+    """Inputs in the stick's ranges: u, B, C in [-1, 1), dt in [0, 0.1), A in -(0.5 .. 8.5).
+
+    B and C are contiguous (..., N, L) tensors (mamba_ssm's layout), or with ``steps_last``
+    transposed views of contiguous (..., L, N) ones, as the network's SS2D passes them.
+    """
     import torch
 
     g = torch.Generator().manual_seed(0)
     bc = (shape.batch, shape.N, shape.L)
     if shape.groups:
         bc = (shape.batch, shape.groups, shape.N, shape.L)
-    return {
+    x = {
         "u": torch.rand(shape.batch, shape.dim, shape.L, generator=g) * 2 - 1,
         "delta": torch.rand(shape.batch, shape.dim, shape.L, generator=g) * 0.1,
         "A": -(0.5 + 8 * torch.rand(shape.dim, shape.N, generator=g)),
@@ -99,6 +104,10 @@ def make_inputs(shape: Shape):
         "C": torch.rand(*bc, generator=g) * 2 - 1,
         "D": torch.ones(shape.dim),
     }
+    if steps_last:
+        for key in ("B", "C"):
+            x[key] = x[key].transpose(-1, -2).contiguous().transpose(-1, -2)
+    return x
 
 
 def _best(fn, reps: int, budget: float) -> tuple[float, float]:
@@ -114,14 +123,16 @@ def _best(fn, reps: int, budget: float) -> tuple[float, float]:
     return best, best_cpu
 
 
-def time_cpu(shape: Shape, reps: int, budget: float) -> tuple[tuple[float, float], ...]:
+def time_cpu(
+    shape: Shape, reps: int, budget: float, steps_last: bool
+) -> tuple[tuple[float, float], ...]:
     """Best (wall, CPU) times (s) of the `cpu` backend's forward (no grad) and
     forward+backward."""
     import torch
 
     from istd.ops import selective_scan
 
-    x = make_inputs(shape)
+    x = make_inputs(shape, steps_last)
     leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
 
     def forward() -> None:
@@ -235,6 +246,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.5, help="seconds per timing loop")
     parser.add_argument("--quick", action="store_true", help="three shapes, fewer repetitions")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--layout",
+        choices=("mamba", "network"),
+        default="mamba",
+        help="B/C as contiguous (batch, N, L) tensors (mamba_ssm's API), or as transposed views "
+        "of (batch, L, N) ones, the layout MiM-ISTD's SS2D passes (no swap in the kernel call)",
+    )
     args = parser.parse_args()
     if args.device == "cuda":
         main_cuda(max(args.reps, 20))
@@ -249,8 +267,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
-    print(f"threads: {args.threads} (torch and numba); best of >= {reps} runs x {args.rounds} "
-          f"rounds; host load "
+    print(f"B/C layout: {args.layout}; threads: {args.threads} (torch and numba); best of "
+          f">= {reps} runs x {args.rounds} rounds; host load "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine is noisy)")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="istd-bench-scan-") as tmp:
@@ -269,7 +287,7 @@ def main() -> None:
                 if exe:
                     c_reps = max(reps, min(200, int(args.budget * 0.4e9 / shape.updates)))
                     c_time = min(c_time, run_stick(exe, shape, args.threads, c_reps))
-                f, fb = time_cpu(shape, reps, args.budget)
+                f, fb = time_cpu(shape, reps, args.budget, args.layout == "network")
                 fwd, both = min(fwd, f[0]), min(both, fb[0])
                 fwd_cpu, both_cpu = min(fwd_cpu, f[1]), min(both_cpu, fb[1])
             c_time = c_time if exe else float("nan")

@@ -119,6 +119,7 @@ _P3 = np.float32(1.6667114198e-01)
 _P4 = np.float32(4.1890159249e-02)
 _P5 = np.float32(8.3125140518e-03)
 _TWO = np.float32(2.0)
+_U1 = np.uint64(1)  # unsigned 1: uint64 + int64 is float64 in Numba
 # 2 atanh(s) series coefficients: log(1 + y) = 2 (s + s^3/3 + ... + s^11/11), s = y / (2 + y)
 _THIRD, _FIFTH, _SEVENTH = np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7)
 _NINTH, _ELEVENTH = np.float32(1 / 9), np.float32(1 / 11)
@@ -282,9 +283,10 @@ def _scan_bwd_kernel(N: int) -> Callable:
         chunk loop is outermost, so the item's dB/dC rows of one chunk stay in cache while each of
         its channels adds to them. Channels go in pairs (suffixes 1 and 2), written out for the
         same reason as the forward's four rows: two independent chains, and one read-modify-write
-        of dB/dC for both. An odd block's last pair has a dummy second channel whose gradient
-        inputs are zero and whose outputs are not written. A pair's carried rows (lam, dA_acc, A)
-        live in N-element stack arrays during a chunk, which LLVM keeps in registers.
+        of dB/dC for both. An odd block's last pair has a dummy second channel (a copy of the
+        first whose gradient inputs are masked to zero; its du/ddt zeros are overwritten by the
+        first's). A pair's carried rows (lam, dA_acc, A) live in N-element stack arrays during a
+        chunk, which LLVM keeps in registers. Step indices are unsigned (no wraparound code).
         """
         L = u.shape[1]
         dim = A.shape[0]
@@ -324,6 +326,9 @@ def _scan_bwd_kernel(N: int) -> Callable:
                 for c in range(n_chunks - 1, -1, -1):
                     t0 = c * CHUNK
                     T = min(CHUNK, L - t0)
+                    # unsigned step indices: Numba then skips the negative-index wraparound
+                    # (three integer ops per index on every step of the loops below)
+                    t0u, Tu = np.uint64(t0), np.uint64(T)
                     # zeroed chunk by chunk, just before the channel pairs add to them in cache
                     # (zeroing the item's whole rows first costs one more pass over memory)
                     for t in range(t0, t0 + T):
@@ -332,6 +337,9 @@ def _scan_bwd_kernel(N: int) -> Callable:
                             dC_part[b, g, p, t, n] = _ZERO
                     for k in range(0, n_d, 2):
                         two = k + 1 < n_d
+                        # a dummy second channel repeats the first with its gradient masked to
+                        # zero, so the step loops need no branch
+                        mask2 = _ONE if two else _ZERO
                         d1 = d_start + k
                         d2 = d1 + 1 if two else d1
                         r1, r2 = b * dim + d1, b * dim + d2
@@ -340,11 +348,11 @@ def _scan_bwd_kernel(N: int) -> Callable:
                             hs2[0, n] = ckpt[r2, c - 1, n] if c > 0 else _ZERO
                             A1[n], A2[n] = A[d1, n], A[d2, n]
                         # recompute the chunk's states; dC needs h_t
-                        for j in range(T):
-                            t = t0 + j
+                        for j in range(Tu):
+                            t = t0u + j
                             dt1, dt2 = dt[r1, t], dt[r2, t]
                             dx1, dx2 = dt1 * u[r1, t], dt2 * u[r2, t]
-                            gy1, gy2 = gy[r1, t], gy[r2, t] if two else _ZERO
+                            gy1, gy2 = gy[r1, t], gy[r2, t] * mask2
                             for n in range(N):
                                 bn = Bm[b, g, t, n]
                                 da1 = _exp(dt1 * A1[n])
@@ -352,19 +360,20 @@ def _scan_bwd_kernel(N: int) -> Callable:
                                 h1 = da1 * hs1[j, n] + dx1 * bn
                                 h2 = da2 * hs2[j, n] + dx2 * bn
                                 dec1[j, n], dec2[j, n] = da1, da2
-                                hs1[j + 1, n], hs2[j + 1, n] = h1, h2
+                                hs1[j + _U1, n], hs2[j + _U1, n] = h1, h2
                                 dC_part[b, g, p, t, n] += gy1 * h1 + gy2 * h2
                         # walk the chunk in reverse: lam_t = gy_t C_t + exp(dt_{t+1} A) lam_{t+1}
                         for n in range(N):
                             l1[n], l2[n] = lam[k, n], lam[k + 1, n]
                             a1[n], a2[n] = dA_acc[k, n], dA_acc[k + 1, n]
                         dd1, dd2 = _ZERO, _ZERO
-                        for j in range(T - 1, -1, -1):
-                            t = t0 + j
+                        for step in range(Tu):
+                            j = Tu - _U1 - step
+                            t = t0u + j
                             dt1, dt2 = dt[r1, t], dt[r2, t]
                             x1, x2 = u[r1, t], u[r2, t]
                             dx1, dx2 = dt1 * x1, dt2 * x2
-                            gy1, gy2 = gy[r1, t], gy[r2, t] if two else _ZERO
+                            gy1, gy2 = gy[r1, t], gy[r2, t] * mask2
                             sb1, sb2 = _ZERO, _ZERO  # sum_n lam B
                             sa1, sa2 = _ZERO, _ZERO  # sum_n lam A exp(dt A) h_{t-1}
                             for n in range(N):
@@ -382,13 +391,13 @@ def _scan_bwd_kernel(N: int) -> Callable:
                                 sa2 += w2 * A2[n]
                                 l1[n] = lt1 * dec1[j, n]
                                 l2[n] = lt2 * dec2[j, n]
+                            # the second channel first: a dummy's zeros are then overwritten
+                            du[r2, t] = dt2 * sb2 + Dv[d2] * gy2
+                            ddt[r2, t] = sa2 + x2 * sb2
                             du[r1, t] = dt1 * sb1 + Dv[d1] * gy1
                             ddt[r1, t] = sa1 + x1 * sb1
                             dd1 += gy1 * x1
-                            if two:
-                                du[r2, t] = dt2 * sb2 + Dv[d2] * gy2
-                                ddt[r2, t] = sa2 + x2 * sb2
-                                dd2 += gy2 * x2
+                            dd2 += gy2 * x2
                         for n in range(N):
                             lam[k, n], lam[k + 1, n] = l1[n], l2[n]
                             dA_acc[k, n], dA_acc[k + 1, n] = a1[n], a2[n]
