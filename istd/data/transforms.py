@@ -33,6 +33,7 @@ __all__ = [
     "PairTransform",
     "apply_transform",
     "eval_transform",
+    "is_scale_range",
     "seed_transform",
     "train_transform",
 ]
@@ -57,8 +58,11 @@ def train_transform(
     hflip_p: float = 0.5,
     vflip_p: float = 0.5,
     rot90_p: float = 0.5,
+    scale_p: float = 0.0,
+    scale_range: tuple[float, float] = (0.7, 1.5),
 ) -> A.Compose:
-    """The training pipeline: pad, target-aware random crop, flips, rotations, noise, blur.
+    """The training pipeline: rescale, pad, target-aware random crop, flips, rotations, noise,
+    blur.
 
     Args:
         crop_size: side of the square crop; smaller images are zero-padded (image and mask) at
@@ -73,15 +77,24 @@ def train_transform(
             rotation by a random multiple of 90 degrees. All three at 0.5 give the eight
             orientations equally often. Frames with an up (sky above ground) might prefer the
             horizontal flip alone; on NUAA-SIRST it made no difference (docs/ablation.md).
+        scale_p, scale_range: probability of resizing the whole frame first by a factor drawn
+            uniformly from ``scale_range`` (image bilinear, or area-averaged when shrinking;
+            mask nearest). Targets then come in more sizes than the training set's: a network
+            trained without it missed all four ~100-pixel targets of a NUAA-SIRST frame that
+            it found at 0.5 and 0.75 of the size. 0 (the default) leaves the pipeline, and the
+            random stream of runs made before the option, unchanged.
 
     Returns:
         An albumentations pipeline called as ``pipeline(image=..., mask=...)``.
 
     Raises:
-        ConfigError: a crop size below 1 or a probability outside [0, 1].
+        ConfigError: a crop size below 1, a probability outside [0, 1] or a scale range that
+            is not two positive factors, smallest first.
     """
     if crop_size < 1:
         raise ConfigError(f"crop_size must be at least 1, got {crop_size}")
+    if not is_scale_range(scale_range):
+        raise ConfigError(f"scale_range must be two factors 0 < low <= high, got {scale_range}")
     probabilities = {
         "target_p": target_p,
         "noise_p": noise_p,
@@ -89,6 +102,7 @@ def train_transform(
         "hflip_p": hflip_p,
         "vflip_p": vflip_p,
         "rot90_p": rot90_p,
+        "scale_p": scale_p,
     }
     for name, value in probabilities.items():
         if not 0.0 <= value <= 1.0:
@@ -99,8 +113,21 @@ def train_transform(
         crops.append(A.CropNonEmptyMaskIfExists(height=crop_size, width=crop_size, p=target_p))
     if target_p < 1:
         crops.append(A.RandomCrop(height=crop_size, width=crop_size, p=1.0 - target_p))
+    rescale: list[A.BasicTransform] = []
+    if scale_p > 0:  # absent at 0: an idle transform would still draw from the random stream
+        low, high = scale_range
+        rescale.append(
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),  # albumentations scales by 1 + U(limits)
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                area_for_downscale="image",
+                p=scale_p,
+            )
+        )
     pipeline = A.Compose(
         [
+            *rescale,
             A.PadIfNeeded(
                 min_height=crop_size,
                 min_width=crop_size,
@@ -120,6 +147,14 @@ def train_transform(
     if seed is not None:
         seed_transform(pipeline, seed)
     return pipeline
+
+
+def is_scale_range(scale_range: tuple[float, float] | list[float]) -> bool:
+    """Whether ``scale_range`` is two finite factors with 0 < low <= high."""
+    if len(scale_range) != 2:
+        return False
+    low, high = (float(v) for v in scale_range)
+    return 0.0 < low <= high < float("inf")
 
 
 def seed_transform(pipeline: A.Compose, seed: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from istd.data.transforms import is_scale_range
 from istd.errors import ConfigError
 from istd.metrics.metrics import METRIC_NAMES
 from istd.models import build_model, list_models
@@ -72,7 +73,8 @@ class AugmentConfig:
 
     The pipeline pads, crops `crop_size` squares (around a target with probability
     `target_p`, so tiny targets are not cropped away), flips (`hflip_p`, `vflip_p`), rotates
-    by 90 degrees (`rot90_p`) and adds mild noise (`noise_p`) and blur (`blur_p`).
+    by 90 degrees (`rot90_p`) and adds mild noise (`noise_p`) and blur (`blur_p`). With
+    probability `scale_p` it first resizes the frame by a factor from `scale_range`.
     """
 
     crop_size: int = 256
@@ -82,6 +84,8 @@ class AugmentConfig:
     hflip_p: float = 0.5
     vflip_p: float = 0.5
     rot90_p: float = 0.5
+    scale_p: float = 0.0
+    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
 
 
 @dataclass
@@ -166,8 +170,17 @@ class TrainConfig:
             ("augment.crop_size", self.augment.crop_size >= 1),
             *(
                 (f"augment.{name}", 0.0 <= getattr(self.augment, name) <= 1.0)
-                for name in ("target_p", "noise_p", "blur_p", "hflip_p", "vflip_p", "rot90_p")
+                for name in (
+                    "target_p",
+                    "noise_p",
+                    "blur_p",
+                    "hflip_p",
+                    "vflip_p",
+                    "rot90_p",
+                    "scale_p",
+                )
             ),
+            ("augment.scale_range", is_scale_range(self.augment.scale_range)),
             # math.isfinite: inf passes `> 0` and nan fails every comparison, both train garbage.
             ("optim.lr", math.isfinite(self.optim.lr) and self.optim.lr > 0),
             (

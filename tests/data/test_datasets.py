@@ -179,11 +179,45 @@ def test_horizontal_flip_alone_keeps_up_up() -> None:
         {"hflip_p": 1.1},
         {"vflip_p": -0.5},
         {"rot90_p": 2.0},
+        {"scale_p": 1.5},
+        {"scale_range": (0.0, 1.5)},
+        {"scale_range": (1.5, 0.7)},
+        {"scale_range": (0.7,)},
+        {"scale_range": (0.7, float("inf"))},
     ],
 )
 def test_train_transform_rejects_bad_settings(kwargs) -> None:
     with pytest.raises(ConfigError):
         train_transform(**kwargs)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_rescale_resizes_targets_with_their_masks(factor: float) -> None:
+    image = np.zeros((64, 80), np.float32)
+    mask = np.zeros((64, 80), np.uint8)
+    mask[20:30, 30:40] = 1  # a 10 x 10 target
+    image[mask > 0] = 1.0
+    pipeline = train_transform(
+        256, target_p=1.0, noise_p=0.0, blur_p=0.0, scale_p=1.0, scale_range=(factor, factor)
+    )
+    out_image, out_mask = apply_transform(pipeline, image, mask)
+    assert out_image.shape == out_mask.shape == (256, 256)
+    assert out_mask.sum() == round(10 * factor) ** 2
+    assert np.all(out_image[out_mask > 0] > 0.5)  # the mask still covers the bright target
+
+
+def test_rescale_off_keeps_the_pipeline_and_its_random_stream() -> None:
+    # scale_p = 0 adds no transform, so runs started before the option resume identically
+    plain = train_transform(32, seed=5)
+    off = train_transform(32, seed=5, scale_p=0.0, scale_range=(0.5, 2.0))
+    assert [type(t).__name__ for t in off.transforms] == [
+        type(t).__name__ for t in plain.transforms
+    ]
+    image = np.random.default_rng(0).random((50, 60), dtype=np.float32)
+    mask = (image > 0.95).astype(np.uint8)
+    for _ in range(3):
+        a, b = apply_transform(plain, image, mask), apply_transform(off, image, mask)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
 def test_norm_stats_match_numpy_on_training_split(make_tree) -> None:

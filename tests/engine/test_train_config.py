@@ -210,6 +210,12 @@ def test_model_overrides_are_checked_against_the_named_variant() -> None:
         load_config(None, ["model.name=tophat", "model.overrides.k=fast"])
 
 
+@pytest.mark.parametrize("value", ["[0.0, 1.5]", "[1.5, 0.7]", "[0.7]", "[0.7, .inf]"])
+def test_scale_range_must_be_two_increasing_positive_factors(value: str) -> None:
+    with pytest.raises(ConfigError, match="augment.scale_range"):
+        load_config(None, [f"augment.scale_range={value}"])
+
+
 @pytest.mark.parametrize("key", ["optim.lr", "optim.weight_decay", "optim.grad_clip"])
 @pytest.mark.parametrize("value", [".inf", ".nan"])
 def test_optimiser_values_must_be_finite(key: str, value: str) -> None:
