@@ -198,6 +198,10 @@ class Metrics:
             "objects": st.n_objects,
             "false_alarm_objects": st.n_objects - st.n_matched,
             "false_alarm_pixels": st.fa_pixels,
+            "target_pixels": st.tp + st.fn,
+            "predicted_pixels": st.tp + st.fp,
+            "intersection": st.tp,
+            "union": union,
             "iou": float(iou_img[0]),
         }
         if self.keep_per_image:
@@ -303,7 +307,8 @@ class Metrics:
 
     def per_image(self) -> list[dict[str, Any]]:
         """One record per image seen on this process: image, height, width, targets, detected,
-        objects, false_alarm_objects, false_alarm_pixels, iou (per `niou_empty`)."""
+        objects, false_alarm_objects, false_alarm_pixels, target_pixels, predicted_pixels,
+        intersection, union, iou (per `niou_empty`)."""
         return list(self._records)
 
     def all_reduce(self) -> None:

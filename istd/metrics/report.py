@@ -30,6 +30,7 @@ from istd.metrics._figures import overlay, pd_fa_png, roc_png
 __all__ = [
     "EvalRun",
     "GalleryItem",
+    "iou_losses",
     "metrics_table",
     "overlay",
     "prepare_out_dir",
@@ -37,6 +38,10 @@ __all__ = [
     "write_report",
 ]
 
+#: per_image.csv's columns (`Metrics.per_image()` records)
+PER_IMAGE_COLUMNS = ["image", "height", "width", "targets", "detected", "objects",
+                     "false_alarm_objects", "false_alarm_pixels", "target_pixels",
+                     "predicted_pixels", "intersection", "union", "iou"]  # fmt: skip
 # Headline columns: (key, header, scale). Ratios print in %, Fa per million pixels.
 COLUMNS = (
     ("iou", "IoU (%)", 100.0),
@@ -154,6 +159,43 @@ def metrics_table(runs: Sequence[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def iou_losses(per_image: Sequence[dict[str, Any]], top: int = 5) -> pd.DataFrame:
+    """The images that cost the dataset-level IoU most: pixels of their union outside their
+    intersection (missed target pixels plus extra predicted ones), largest first.
+
+    IoU is summed over the whole split, so a few images with large missed targets can hold most
+    of the gap to a perfect score; ``iou_if_fixed`` is the split's IoU had that image alone been
+    segmented exactly.
+    """
+    df = pd.DataFrame(list(per_image), columns=PER_IMAGE_COLUMNS)
+    inter, union = int(df["intersection"].sum()), int(df["union"].sum())
+    lost = df["union"] - df["intersection"]
+    df = df.assign(lost_pixels=lost, lost_share=lost / max(1, union - inter))
+    # exact on that image: its intersection and union both become its target pixels
+    fixed_inter = inter - df["intersection"] + df["target_pixels"]
+    df["iou_if_fixed"] = fixed_inter / (union - df["union"] + df["target_pixels"])
+    df = df[df["lost_pixels"] > 0].sort_values("lost_pixels", ascending=False, kind="stable")
+    df = df.head(top)
+    return df[["image", "target_pixels", "predicted_pixels", "intersection", "lost_pixels",
+               "lost_share", "iou_if_fixed"]]  # fmt: skip
+
+
+_IOU_LOSS_TEXT = (
+    "IoU counts pixels over the whole split: the images below hold the largest shares of the "
+    "pixels in the union but not the intersection; the last column is the split's IoU had "
+    "that image alone been segmented exactly."
+)
+
+
+def _iou_loss_table(run: EvalRun) -> pd.DataFrame:
+    """`iou_losses` as printed: shares in %, IoU to 4 decimals."""
+    losses = iou_losses(run.per_image)
+    return losses.assign(
+        lost_share=(losses["lost_share"] * 100).round(1),
+        iou_if_fixed=losses["iou_if_fixed"].round(4),
+    ).rename(columns={"lost_share": "share of lost %", "iou_if_fixed": "IoU if fixed"})
+
+
 def _md_table(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "---|" * len(df.columns)
@@ -222,6 +264,9 @@ def _markdown(run: EvalRun, gallery_files: list[str]) -> str:
         lines += ["## Curves", "", "![Pd-Fa](pd_fa.png)", "", "![ROC](roc.png)", ""]
     else:
         lines += ["No threshold sweeps: the predictions were masks, not probabilities.", ""]
+    losses = _iou_loss_table(run)
+    if len(losses):
+        lines += ["## Where the IoU is lost", "", _IOU_LOSS_TEXT, "", _md_table(losses), ""]
     if gallery_files:
         lines += ["## Worst images", "", "Green: ground truth; red: prediction; yellow: both.", ""]
         lines += [
@@ -262,6 +307,12 @@ def _html(run: EvalRun, figures: dict[str, bytes], gallery_png: list[bytes]) -> 
     for name in ("pd_fa.png", "roc.png"):
         if name in figures:
             parts.append(_img_tag(figures[name], name))
+    losses = _iou_loss_table(run)
+    if len(losses):
+        parts += [
+            f"<h2>Where the IoU is lost</h2><p>{html.escape(_IOU_LOSS_TEXT)}</p>",
+            losses.to_html(index=False, border=0),
+        ]
     if gallery_png:
         parts.append(
             "<h2>Worst images</h2><p>Green: ground truth; red: prediction; yellow: both.</p>"
@@ -293,9 +344,7 @@ def write_report(out_dir: str | Path, run: EvalRun, overwrite: bool = False) -> 
         put("metrics.json", to_json({**run.metrics, "facts": run.facts, "curves": run.curves}))
     ]
     csv = io.StringIO()
-    columns = ["image", "height", "width", "targets", "detected", "objects",
-               "false_alarm_objects", "false_alarm_pixels", "iou"]  # fmt: skip
-    pd.DataFrame(run.per_image, columns=columns).to_csv(csv, index=False)
+    pd.DataFrame(run.per_image, columns=PER_IMAGE_COLUMNS).to_csv(csv, index=False)
     files.append(put("per_image.csv", _utf8(csv.getvalue())))
     figures: dict[str, bytes] = {}
     if run.curves is not None:

@@ -15,6 +15,7 @@ from istd.metrics.functional import auc, pd_fa_area
 from istd.metrics.report import (
     EvalRun,
     GalleryItem,
+    iou_losses,
     metrics_table,
     overlay,
     to_json,
@@ -138,3 +139,29 @@ def test_pd_fa_without_targets_says_so() -> None:
     gt[3, 3] = True
     m.update(gt.astype(np.float32), gt)
     assert not _pd_fa_figure({"m": m.curves()}).axes[0].texts
+
+
+def test_iou_losses_rank_images_by_pixels_outside_the_intersection(tmp_path: Path) -> None:
+    m = Metrics()
+    gt = np.zeros((20, 20), bool)
+    gt[2:6, 2:6] = True  # 16 target pixels in every image
+    missed, half, exact = np.zeros_like(gt), gt.copy(), gt.copy()
+    half[2:4, 2:6] = False  # 8 of the 16 found
+    for image_id, pred in (("exact", exact), ("missed", missed), ("half", half)):
+        m.update(pred, gt, image_id=image_id)
+    records = m.per_image()
+    assert [(r["intersection"], r["union"]) for r in records] == [(16, 16), (0, 16), (8, 16)]
+    assert sum(r["intersection"] for r in records) / sum(r["union"] for r in records) == (
+        pytest.approx(m.compute()["iou"])
+    )
+    losses = iou_losses(records)
+    assert list(losses["image"]) == ["missed", "half"]  # "exact" lost nothing
+    assert list(losses["lost_pixels"]) == [16, 8]
+    assert list(losses["lost_share"]) == pytest.approx([16 / 24, 8 / 24])
+    assert list(losses["iou_if_fixed"]) == pytest.approx([40 / 48, 32 / 48])
+    write_report(tmp_path, EvalRun("m", m.compute(), None, records, {"split": "test"}, []))
+    text = (tmp_path / "report.md").read_text()
+    assert "## Where the IoU is lost" in text and "| missed | 16 | 0 | 0 | 16 | 66.7 |" in text
+    assert "<h2>Where the IoU is lost</h2>" in (tmp_path / "report.html").read_text()
+    header = (tmp_path / "per_image.csv").read_text().splitlines()[0]
+    assert header.endswith("target_pixels,predicted_pixels,intersection,union,iou")
