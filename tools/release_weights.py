@@ -2,8 +2,8 @@
 
 `istd train` leaves a work dir with best/ (model.safetensors, config.json, README.md), log.csv
 and config.yaml. This tool copies them into weights/<name>/ (config.yaml as train_config.yaml),
-optionally evaluates the test split once (weights/<name>/metrics.json and pd_fa.png, with the
-same library call as `istd eval`) and other datasets' test splits (cross_<dataset>.json),
+optionally evaluates the test split once (weights/<name>/metrics.json, pd_fa.png and
+per_image_test.csv, with the same library call as `istd eval`) and other datasets' test splits (cross_<dataset>.json),
 records the release in release.json (final or intermediate, the hardware, the train command)
 and regenerates the whole model card weights/README.md from the files of every weights/*/
 folder: every number on the card is read from those files.
@@ -54,6 +54,8 @@ from weights_card import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25_000_000  # the issue's "under 25 MB", in decimal megabytes
+# files of the test split's `istd eval` report kept beside metrics.json: report name -> name here
+TEST_EXTRAS = {"pd_fa.png": "pd_fa.png", "per_image.csv": "per_image_test.csv"}
 # (file in the work dir, name in the weights folder)
 RUN_FILES = (
     ("best/model.safetensors", "model.safetensors"),
@@ -201,8 +203,10 @@ def _carry_over(
         if facts.get("weights_sha256") == sha:
             shutil.copyfile(path, tmp / path.name)
             kept.append(path.name)
-            if path.name == "metrics.json" and (old / "pd_fa.png").is_file():
-                shutil.copyfile(old / "pd_fa.png", tmp / "pd_fa.png")
+            if path.name == "metrics.json":
+                for extra in TEST_EXTRAS.values():
+                    if (old / extra).is_file():
+                        shutil.copyfile(old / extra, tmp / extra)
     return kept
 
 
@@ -301,8 +305,10 @@ def release(
             try:
                 write_atomic(tmp / target, json.dumps(_eval_json(work, name, eval_limit), indent=2) + "\n",
                              overwrite=True)  # fmt: skip
-                if target == "metrics.json" and (work / "report" / "pd_fa.png").is_file():
-                    shutil.copyfile(work / "report" / "pd_fa.png", tmp / "pd_fa.png")
+                if target == "metrics.json":
+                    for report_file, extra in TEST_EXTRAS.items():
+                        if (work / "report" / report_file).is_file():
+                            shutil.copyfile(work / "report" / report_file, tmp / extra)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         write_atomic(tmp / "release.json", json.dumps(record, indent=2) + "\n", overwrite=True)

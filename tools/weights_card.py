@@ -154,6 +154,34 @@ def _distance(m: dict[str, Any], where: str) -> str:
     )
 
 
+def _iou_loss_lines(per_image_csv: Path, top: int = 3) -> list[str]:
+    """Card lines naming the test images that hold most of the IoU lost (none without the
+    file, which releases before it was written lack)."""
+    if not per_image_csv.is_file():
+        return []
+    import pandas as pd
+
+    from istd.metrics.report import iou_losses
+
+    losses = iou_losses(pd.read_csv(per_image_csv).to_dict("records"), top=top)
+    if losses.empty:
+        return []
+    lines = [
+        "Where the test IoU is lost (`per_image_test.csv`): IoU counts pixels over the whole "
+        "split, so a few images with large missed targets can hold much of the gap.",
+        "",
+        "| image | target px | predicted px | both | share of lost px | test IoU if this image "
+        "were exact |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.image} | {r.target_pixels} | {r.predicted_pixels} | {r.intersection} | "
+        f"{100 * r.lost_share:.1f} % | {r.iou_if_fixed:.4f} |"
+        for r in losses.itertuples()
+    ]
+    return [*lines, ""]
+
+
 def _section(folder: Path) -> list[str]:
     """The card section of one weights folder, every figure read from its files."""
     from istd.models import from_pretrained
@@ -196,6 +224,9 @@ def _section(folder: Path) -> list[str]:
         o, s, t, a = train["optim"], train["schedule"], train["train"], train["augment"]
         decayed = {"weights": "conv and linear weights", "all": "every parameter"}
         flips = "/".join(f"{a[k]:g}" for k in ("hflip_p", "vflip_p", "rot90_p"))
+        if a.get("scale_p", 0) > 0:  # absent from configs saved before the option
+            low, high = a["scale_range"]
+            flips += f", rescale by {low:g}-{high:g} p {a['scale_p']:g}"
         lines.append(
             f"| recipe | {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g} on "
             f"{decayed[o['decay']]}, "
@@ -250,6 +281,7 @@ def _section(folder: Path) -> list[str]:
             "| IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|",
             f"| {_metric_cells(test)} |", "",
         ]  # fmt: skip
+        lines += _iou_loss_lines(folder / "per_image_test.csv")
     cross = sorted(folder.glob("cross_*.json"))
     if cross:
         lines += ["### Cross-dataset (other datasets' test splits)", "",

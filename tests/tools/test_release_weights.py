@@ -31,10 +31,16 @@ LOG_HEAD = ["epoch", "step", "loss", "lr", "val_iou", "val_niou", "val_pd", "val
 
 
 def make_run(
-    path: Path, val_iou: float, *, epochs: int = 3, planned: int | None = None, seed: int = 0
+    path: Path,
+    val_iou: float,
+    *,
+    epochs: int = 3,
+    planned: int | None = None,
+    seed: int = 0,
+    sets: tuple[str, ...] = (),
 ) -> Path:
     """An `istd train` work dir of the tiny test model after `epochs` of `planned`, untrained."""
-    sets = ["model.name=mim-istd-test", f"train.epochs={planned or epochs}"]
+    sets = ["model.name=mim-istd-test", f"train.epochs={planned or epochs}", *sets]
     cfg = load_config("mim-istd_nuaa-sirst", sets)
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(save_config(cfg))
@@ -156,6 +162,16 @@ def test_card_reads_test_and_cross_metrics_and_keeps_them_for_same_weights(tmp_p
         and "Pd 0.9633 (target >= 0.97: 0.0067 short)" in card
     )
     assert "IoU -0.0378" in card  # against the paper's 0.809
+    assert "Where the test IoU is lost" not in card  # no per_image_test.csv
+    (dst / "per_image_test.csv").write_text(
+        "image,height,width,targets,detected,objects,false_alarm_objects,false_alarm_pixels,"
+        "target_pixels,predicted_pixels,intersection,union,iou\n"
+        "big,10,10,1,0,0,0,0,40,0,0,40,0.0\nsmall,10,10,1,1,1,0,0,10,12,10,12,0.8333\n"
+    )
+    card = rw.render_card(root)
+    # 40 + 2 of the 52 union pixels lost; exact on "big": (10 + 40) / (12 + 40)
+    assert "| big | 40 | 0 | 0 | 95.2 % | 0.9615 |" in card
+    assert "| small | 10 | 12 | 10 | 4.8 % | 0.2000 |" in card
     # A second release of the same checkpoint keeps the evaluations of that weights file...
     rw.release(run, "w", weights_root=root, final=True, log=lambda _: None)
     assert (dst / "metrics.json").is_file() and (dst / "cross_NUDT-SIRST.json").is_file()
@@ -177,8 +193,12 @@ def test_real_test_evaluation(tmp_path: Path, nuaa_sirst: Path) -> None:
     assert metrics["facts"]["weights_sha256"] == rw.sha256_file(dst / "model.safetensors")
     assert metrics["facts"]["source"] == "w" and "curves" in metrics
     assert (dst / "pd_fa.png").read_bytes()[:4] == b"\x89PNG"
+    per_image = list(csv.DictReader((dst / "per_image_test.csv").open()))
+    assert len(per_image) == 2 and sum(int(r["targets"]) for r in per_image) == metrics["n_targets"]
     assert (dst / "cross_NUAA-again.json").is_file()
     card = (root / "README.md").read_text()
+    if any(int(r["union"]) > int(r["intersection"]) for r in per_image):
+        assert "Where the test IoU is lost (`per_image_test.csv`)" in card
     assert f"| {metrics['iou']:.4f} | {metrics['niou']:.4f} |" in card
     assert "![Pd-Fa curve](w/pd_fa.png)" in card
     assert "Only the first 2 images of the split (--eval-limit)" in card
@@ -244,3 +264,12 @@ def test_distance_of_a_limited_test_evaluation_says_so(tmp_path: Path) -> None:
             "threshold": 0.5, "facts": facts}  # fmt: skip
     (dst / "metrics.json").write_text(json.dumps(test))
     assert "On the first 2 images of the test split: IoU 0.8" in rw.render_card(root)
+
+
+def test_card_recipe_names_the_rescale_when_used(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    rw.release(make_run(tmp_path / "plain", 0.5), "plain", weights_root=root, log=lambda _: None)
+    run = make_run(tmp_path / "scaled", 0.5, sets=("augment.scale_p=0.5",))
+    rw.release(run, "scaled", weights_root=root, log=lambda _: None)
+    card = (root / "README.md").read_text()
+    assert card.count("rescale by 0.7-1.5 p 0.5") == 1  # the scaled run's recipe only
