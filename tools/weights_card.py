@@ -233,7 +233,8 @@ def _section(folder: Path) -> list[str]:
             f"{s['name']} schedule (warm-up {s['warmup_epochs']}, min lr {s['min_lr']:g}), "
             f"{train['loss']['name']} loss, {a['crop_size']} x {a['crop_size']} crops, "
             f"h-flip/v-flip/rot90 p {flips}, batch "
-            f"{t['batch_size']}, seed {t['seed']}, validation every {t['val_every']} epochs |"
+            f"{t['batch_size']}, seed {t['seed']}, validation every "
+            f"{'epoch' if t['val_every'] == 1 else str(t['val_every']) + ' epochs'} |"
         )
     lines.append(f"| epochs | {done} done of {planned} planned |")
     if rows:
