@@ -3,7 +3,8 @@
 `istd train` leaves a work dir with best/ (model.safetensors, config.json, README.md), log.csv
 and config.yaml. This tool copies them into weights/<name>/ (config.yaml as train_config.yaml),
 optionally evaluates the test split once (weights/<name>/metrics.json, pd_fa.png and
-per_image_test.csv, with the same library call as `istd eval`) and other datasets' test splits (cross_<dataset>.json),
+per_image_test.csv, with the same library call as `istd eval`) and other datasets' test
+splits (cross_<dataset>.json),
 records the release in release.json (final or intermediate, the hardware, the train command)
 and regenerates the whole model card weights/README.md from the files of every weights/*/
 folder: every number on the card is read from those files.
