@@ -21,6 +21,11 @@ def test_matches_reference_for_all_lengths(scan_inputs, scan_check, L: int, grou
     scan_check("cpu", scan_inputs(2, 6, 5, L, groups, seed=L))
 
 
+def test_last_state_gradient_crosses_chunks(scan_inputs, scan_check) -> None:
+    # three channels a group: a pair and a lone channel (the kernel's dummy), over 3 chunks
+    scan_check("cpu", scan_inputs(2, 9, 4, 1100, groups=3, seed=3), softplus=True, last_state=True)
+
+
 @pytest.mark.parametrize(
     ("groups", "options"),
     [
