@@ -21,6 +21,30 @@ def test_matches_reference_for_all_lengths(scan_inputs, scan_check, L: int, grou
     scan_check("cpu", scan_inputs(2, 6, 5, L, groups, seed=L))
 
 
+def test_kernels_write_every_output_row(scan_inputs, monkeypatch) -> None:
+    """Outputs are allocated uninitialised: fill them with NaN and expect none to survive.
+
+    One batch entry, one group and 10 channels make 8 backward parts of 2 channels, three of
+    them past the group's channels (their dB/dC rows are summed with the others)."""
+    from istd.ops import scan_cpu
+
+    x = {k: v.float() for k, v in scan_inputs(1, 10, 4, 600, seed=5).items() if v is not None}
+    assert scan_cpu._backward_parts(1, 1, 10) == 8
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    y, last = selective_scan_ref(**leaves, delta_softplus=True, return_last_state=True)
+    (y.square().sum() + last.sum()).backward()
+    want = [v.grad for v in leaves.values()]
+
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: real_empty(*a, **k).fill_(float("nan")))
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    y, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend="cpu")
+    (y.square().sum() + last.sum()).backward()
+    for name, got, ref in zip(leaves, (v.grad for v in leaves.values()), want, strict=True):
+        assert torch.isfinite(got).all(), name
+        assert (got - ref).abs().max() <= 1e-3 * ref.abs().max(), name
+
+
 def test_last_state_gradient_crosses_chunks(scan_inputs, scan_check) -> None:
     # three channels a group: a pair and a lone channel (the kernel's dummy), over 3 chunks
     scan_check("cpu", scan_inputs(2, 9, 4, 1100, groups=3, seed=3), softplus=True, last_state=True)
