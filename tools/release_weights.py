@@ -46,6 +46,7 @@ from istd.errors import ConfigError, IstdError, WeightsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
 from weights_card import (  # noqa: E402
+    FIRST_STAGE_DIR,
     read_log,
     render_card,
     train_command,
@@ -57,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25_000_000  # the issue's "under 25 MB", in decimal megabytes
 # files of the test split's `istd eval` report kept beside metrics.json: report name -> name here
 TEST_EXTRAS = {"pd_fa.png": "pd_fa.png", "per_image.csv": "per_image_test.csv"}
+# a --load-from run's first stage: (file in the folder it started from, name in the weights folder)
+INIT_FILES = (("log.csv", "init_log.csv"), ("train_config.yaml", "init_train_config.yaml"))
 # (file in the work dir, name in the weights folder)
 RUN_FILES = (
     ("best/model.safetensors", "model.safetensors"),
@@ -126,6 +129,45 @@ def _copy_run(run: Path, tmp: Path, tries: int = 5) -> None:
         if (run / "best").stat().st_ino == before:
             return
     raise WeightsError(f"{run / 'best'} kept changing while it was copied; try again")
+
+
+def _first_stage(run: Path) -> dict[str, Any] | None:
+    """A --load-from run's init.json, checked against the folder it names; None for other runs.
+
+    The folder must still hold the same weights file (sha256), with the log and config that
+    made it and no first stage of its own, so that the card can give both stages' commands.
+    """
+    path = run / "init.json"
+    if not path.is_file():
+        return None
+    init = json.loads(path.read_text(encoding="utf-8"))
+    folder = Path(init["folder"])
+    if folder.name == "best" and not (folder / "log.csv").is_file():
+        # a work dir's best/: its log and config lie beside it
+        files = {
+            "log.csv": folder.parent / "log.csv",
+            "train_config.yaml": folder.parent / "config.yaml",
+        }
+    else:
+        files = {"log.csv": folder / "log.csv", "train_config.yaml": folder / "train_config.yaml"}
+    weights = folder / "model.safetensors"
+    if not weights.is_file() or sha256_file(weights) != init["weights_sha256"]:
+        raise WeightsError(
+            f"{run} started from {weights} (--load-from), which no longer holds those weights "
+            f"(sha256 {init['weights_sha256'][:12]}...): the first stage cannot be documented"
+        )
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise WeightsError(f"{run}: the first stage's {', '.join(missing)} missing")
+    if (folder / "init.json").is_file() or (folder.parent / "init.json").is_file():
+        raise WeightsError(
+            f"{run} started from {folder}, itself fine-tuned: the card documents one first stage"
+        )
+    release_json = folder / "release.json"
+    first = json.loads(release_json.read_text(encoding="utf-8")) if release_json.is_file() else {}
+    init["release"] = {k: first.get(k) for k in ("name", "train_command", "hardware_note", "notes")}
+    init["files"] = {str(files[key]): target for key, target in INIT_FILES}
+    return init
 
 
 def _val_iou(meta: dict[str, Any]) -> float | None:
@@ -264,6 +306,7 @@ def release(
         raise ConfigError("--eval-test: the test split is evaluated once, on final weights; "
                           "add --final (or drop --eval-test for an intermediate release)")  # fmt: skip
     meta = _check_run(run)
+    first_stage = _first_stage(run)
     dst = root / name
     # A release killed between its two renames left the old weights at .<name>.old; restore
     # them, or the check below finds no weights and the swap deletes them.
@@ -271,7 +314,7 @@ def release(
     _refuse_worse(dst, meta, force)
     resolved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     try:
-        command = train_command_line(resolved)
+        command = train_command_line(resolved, load_from=FIRST_STAGE_DIR if first_stage else None)
     except ConfigError:
         command = None
     record = {
@@ -289,6 +332,12 @@ def release(
 
     def build(tmp: Path) -> None:
         _copy_run(run, tmp)
+        if first_stage is not None:  # copied before the swap: the first stage may be `dst`
+            for source, target in first_stage.pop("files").items():
+                shutil.copyfile(source, tmp / target)
+            write_atomic(
+                tmp / "init.json", json.dumps(first_stage, indent=2) + "\n", overwrite=True
+            )
         from_pretrained(tmp)  # refuse weights that do not load
         sha = record["weights_sha256"] = sha256_file(tmp / "model.safetensors")
         jobs: dict[str, Path] = {}

@@ -29,6 +29,7 @@ TARGETS = (("iou", "IoU", ">=", 0.75), ("pd", "Pd", ">=", 0.97), ("fa", "Fa", "<
 
 
 LATEST_ROWS = 8
+FIRST_STAGE_DIR = "WORK1/best"  # a fine-tuned model's first stage, in its printed commands
 
 
 def read_log(path: Path) -> list[dict[str, float | None]]:
@@ -86,12 +87,16 @@ def train_command(resolved: dict[str, Any], base: str | None = None) -> tuple[st
 
 
 def train_command_line(
-    resolved: dict[str, Any], work_dir: str = "WORK", base: str | None = None
+    resolved: dict[str, Any],
+    work_dir: str = "WORK",
+    base: str | None = None,
+    load_from: str | None = None,
 ) -> str:
-    """`istd train ...` as a shell line (see `train_command`)."""
+    """`istd train ...` as a shell line (see `train_command`), with `--load-from` if given."""
     name, items = train_command(resolved, base)
+    start = f" --load-from {shlex.quote(load_from)}" if load_from else ""
     sets = "".join(f" --set {shlex.quote(item)}" for item in items)
-    return f"istd train {name} --work-dir {shlex.quote(work_dir)}{sets}"
+    return f"istd train {name} --work-dir {shlex.quote(work_dir)}{start}{sets}"
 
 
 def _f(value: Any, digits: int = 4, scale: float = 1.0) -> str:
@@ -237,6 +242,9 @@ def _section(folder: Path) -> list[str]:
             f"{'epoch' if t['val_every'] == 1 else str(t['val_every']) + ' epochs'} |"
         )
     lines.append(f"| epochs | {done} done of {planned} planned |")
+    init = _json(folder / "init.json")
+    if init is not None:
+        lines.append(_first_stage_row(folder, init))
     if rows:
         epoch_s = sum(r["epoch_s"] or 0.0 for r in rows)
         ips = sorted(r["images_per_s"] for r in rows if r.get("images_per_s") is not None)
@@ -268,9 +276,14 @@ def _section(folder: Path) -> list[str]:
     if rel.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {note}" for note in rel["notes"]]
     lines += ["", "Command (the resolved config is `train_config.yaml`):", "", "```"]
+    start = FIRST_STAGE_DIR if init is not None else None
     with contextlib.suppress(ConfigError, TypeError, KeyError):
-        lines.append(train_command_line(train) if train else rel["train_command"])
-    lines += [f"istd train weights/{name}/train_config.yaml --work-dir WORK   # the same config",
+        if init is not None:
+            first = _saved_config(folder / "init_train_config.yaml")
+            lines.append(f"{train_command_line(first, 'WORK1')}   # first stage")
+        lines.append(train_command_line(train, load_from=start) if train else rel["train_command"])
+    again = f" --load-from {start}" if start else ""
+    lines += [f"istd train weights/{name}/train_config.yaml --work-dir WORK{again}   # the same config",
               "istd train --work-dir WORK --resume   # after each interruption", "```", ""]  # fmt: skip
     if test is not None:
         f = test["facts"]
@@ -320,6 +333,19 @@ def _section(folder: Path) -> list[str]:
                                         "which is not evaluated yet)"))  # fmt: skip
         lines.append("")
     return lines
+
+
+def _first_stage_row(folder: Path, init: dict[str, Any]) -> str:
+    """The card row of a fine-tuned model's first stage (init.json, init_log.csv)."""
+    rows = read_log(folder / "init_log.csv") if (folder / "init_log.csv").is_file() else []
+    epochs = int(rows[-1]["epoch"]) if rows else "n/a"
+    hours = sum(r["epoch_s"] or 0.0 for r in rows) / 3600
+    val = (init.get("val_metrics") or {}).get("iou")
+    return (
+        f"| first stage | {epochs} epochs of `init_train_config.yaml` ({hours:.2f} h, log "
+        f"`init_log.csv`); its best checkpoint (epoch {init.get('epoch')}, val IoU {_f(val)}, "
+        f"sha256 `{init['weights_sha256']}`) started this run (`--load-from`) |"
+    )
 
 
 def render_card(weights_root: Path) -> str:

@@ -218,7 +218,8 @@ def _load_legacy(path: Path) -> dict[str, Any]:
 
 # ---- the run folder: config.yaml, log.csv, last.ckpt, best/ ------------------------------
 
-RUN_FILES = ("config.yaml", "log.csv", "last.ckpt", "best")
+RUN_FILES = ("config.yaml", "log.csv", "last.ckpt", "best", "init.json")
+INIT_RECORD = "init.json"  # where a --load-from run's weights came from
 LOG_HEAD = ("epoch", "step", "loss", "lr")
 LOG_TAIL = ("images_per_s", "epoch_s", "wall_time_s")
 
@@ -295,6 +296,29 @@ def write_config(work_dir: Path, config: TrainConfig) -> None:
     if not path.is_file():
         work_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, save_config(config))
+
+
+def write_init_record(work_dir: Path, load_from: str | Path) -> None:
+    """Record in `work_dir/init.json` the weights a --load-from run started from.
+
+    The folder, its weights file's sha256 and its best-checkpoint facts, so that a release can
+    name (and check) the first stage of a fine-tuned model. Written once, at the run's start.
+    """
+    from istd.engine.evaluate import sha256_file
+    from istd.models.hub import read_config, weights_folder
+
+    folder = weights_folder(load_from)
+    if folder is None:
+        raise WeightsError(f"--load-from {load_from}: not a weights folder")
+    extra = read_config(folder).get("extra", {})
+    record = {
+        "load_from": str(load_from),
+        "folder": str(folder.resolve()),
+        "weights_sha256": sha256_file(folder / "model.safetensors"),
+        "epoch": extra.get("epoch"),
+        "val_metrics": extra.get("metrics"),
+    }
+    atomic_write_text(work_dir / INIT_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

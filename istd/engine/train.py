@@ -41,6 +41,7 @@ from istd.engine.checkpoint import (
     save_checkpoint,
     write_best,
     write_config,
+    write_init_record,
     write_log,
 )
 from istd.engine.config import TrainConfig, apply_override, load_config
@@ -325,6 +326,8 @@ def _run(
         reporter.note(f"resuming after epoch {state.epoch} (step {state.step}) from {ckpt_path}")
     if info.is_main:
         write_config(work_dir, cfg)
+        if load_from is not None and record is None:
+            write_init_record(work_dir, load_from)
         recover_dir(work_dir / "best")
         remove_stale_temps(work_dir, "config.yaml", "log.csv", "last.ckpt")  # a SIGKILL's
         write_log(work_dir, state.history)  # drops rows of an epoch cut short before its ckpt

@@ -255,6 +255,23 @@ def _weight_free(name: str) -> nn.Module | None:
     return model if getattr(model, "requires_weights", True) is False else None
 
 
+def weights_folder(dir_or_name: str | Path) -> Path | None:
+    """The folder `from_pretrained` loads `dir_or_name` from: the path itself when it is a
+    folder, else a plain name's folder under `weights_dir()`; None for neither (e.g. `tophat`)."""
+    path = Path(dir_or_name)
+    if path.is_dir():
+        return path
+    name = str(dir_or_name)
+    if _weight_free(name) is not None:  # such names load the detector, as in from_pretrained
+        return None
+    return weights_dir() / name if _is_plain(name) and (weights_dir() / name).is_dir() else None
+
+
+def _is_plain(name: str) -> bool:
+    """A bare name (no path separators, not hidden): looked up among models and weights/."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None = None) -> nn.Module:
     """Load a model in eval mode from a weights folder, a named folder under `weights_dir()`, or
     a registered weight-free detector name.
@@ -277,7 +294,7 @@ def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None =
         model = _load_folder(path)
     else:
         name = str(dir_or_name)
-        plain = name and "/" not in name and "\\" not in name and not name.startswith(".")
+        plain = _is_plain(name)
         model = _weight_free(name) if plain else None
         if model is None:
             root = weights_dir()

@@ -297,6 +297,7 @@ def test_real_nuaa_two_tiny_epochs(nuaa_sirst: Path, tmp_path: Path) -> None:
 def test_load_from_initialises_the_network(synthetic: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
+    from istd.engine.evaluate import sha256_file
     from istd.errors import WeightsError
 
     first = fit("mim-istd_nuaa-sirst", tmp_path / "a", overrides=tiny(synthetic, "train.epochs=1"))
@@ -309,6 +310,12 @@ def test_load_from_initialises_the_network(synthetic: Path, tmp_path: Path) -> N
     after = load_checkpoint(second.work_dir / "last.ckpt")["model"]
     names = [k for k in start if "running" not in k and "num_batches" not in k]
     assert max((after[k] - start[k]).abs().max().item() for k in names) < 1e-6
+    # the run records where it started, for the release's model card
+    init = json.loads((second.work_dir / "init.json").read_text())
+    assert init["folder"] == str((first.work_dir / "best").resolve())
+    assert init["weights_sha256"] == sha256_file(first.work_dir / "best" / "model.safetensors")
+    assert init["epoch"] == 1 and "iou" in init["val_metrics"]
+    assert not (first.work_dir / "init.json").exists()
     with pytest.raises(WeightsError):
         fit(
             "mim-istd_nuaa-sirst",

@@ -273,3 +273,40 @@ def test_card_recipe_names_the_rescale_when_used(tmp_path: Path) -> None:
     rw.release(run, "scaled", weights_root=root, log=lambda _: None)
     card = (root / "README.md").read_text()
     assert card.count("rescale by 0.7-1.5 p 0.5") == 1  # the scaled run's recipe only
+
+
+def test_fine_tuned_run_documents_its_first_stage(tmp_path: Path) -> None:
+    from istd.engine.checkpoint import write_init_record
+
+    root, quiet = (
+        tmp_path / "weights",
+        {"weights_root": tmp_path / "weights", "log": lambda _: None},
+    )
+    rw.release(make_run(tmp_path / "first", 0.5, epochs=4), "w", **quiet)
+    tuned = make_run(tmp_path / "tuned", 0.6, seed=1, sets=("optim.lr=0.002",))
+    write_init_record(tuned, root / "w")  # as `istd train --load-from weights/w` does
+    dst = rw.release(tuned, "w", **quiet)  # replaces the folder it started from
+    assert (dst / "init_log.csv").read_text() == (tmp_path / "first" / "log.csv").read_text()
+    assert (dst / "init_train_config.yaml").read_text() == (
+        tmp_path / "first" / "config.yaml"
+    ).read_text()
+    init = json.loads((dst / "init.json").read_text())
+    assert init["epoch"] == 4 and init["val_metrics"]["iou"] == 0.5
+    card = (root / "README.md").read_text()
+    assert "| first stage | 4 epochs of `init_train_config.yaml`" in card
+    assert "--work-dir WORK1 --set model.name=mim-istd-test" in card  # the first stage's command
+    assert "--work-dir WORK --load-from WORK1/best --set" in card
+    release = json.loads((dst / "release.json").read_text())
+    assert "--load-from WORK1/best" in release["train_command"]
+
+    # a run whose starting weights were replaced since cannot name its first stage
+    again = make_run(tmp_path / "again", 0.7, seed=3)
+    write_init_record(again, tmp_path / "first" / "best")
+    (tmp_path / "first" / "best" / "model.safetensors").write_bytes(b"other")
+    with pytest.raises(WeightsError, match="no longer holds those weights"):
+        rw.release(again, "w", **quiet)
+    # nor one started from a fine-tuned model (the card documents one first stage)
+    chained = make_run(tmp_path / "chained", 0.7, seed=4)
+    write_init_record(chained, dst)
+    with pytest.raises(WeightsError, match="itself fine-tuned"):
+        rw.release(chained, "w", **quiet)
