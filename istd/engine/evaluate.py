@@ -242,6 +242,21 @@ class EvalSummary:
     files: list[Path]
 
 
+def _distinct(sources: Sequence[str]) -> list[str]:
+    """`sources` without repeats of one model: a weights folder named twice (by path or by its
+    name under weights/, e.g. the default weights again in --compare) is evaluated once."""
+    from istd.models.hub import weights_folder
+
+    seen, out = set(), []
+    for source in sources:
+        folder = weights_folder(source)
+        key = str(folder.resolve()) if folder is not None else str(source)
+        if key not in seen:
+            seen.add(key)
+            out.append(source)
+    return out
+
+
 def run_evaluation(
     sources: Sequence[str],
     data: str | Path,
@@ -291,6 +306,7 @@ def run_evaluation(
 
     if not sources:
         raise DataError("no model to evaluate: pass --weights, --model or --compare")
+    sources = _distinct(sources)
     dev = _resolve_device(device)
     conv_dtype = resolve_precision(precision, dev)
     index = open_dataset(data, layout=layout)

@@ -119,7 +119,9 @@ def test_run_evaluation_with_saved_weights_and_compare(tmp_path: Path) -> None:
     data = _synthetic(tmp_path / "ds")
     weights = save_pretrained(build_model("mim-istd-test"), tmp_path / "w")
     out = tmp_path / "cmp"
-    summary = run_evaluation([str(weights), "tophat"], data, out, gallery=1)
+    # the same folder named twice (another spelling of its path) and a model twice: once each
+    again = str(tmp_path / "ds" / ".." / "w")
+    summary = run_evaluation([str(weights), "tophat", again, "tophat"], data, out, gallery=1)
     assert [r.label for r in summary.runs] == ["w", "tophat"]
     for name in (
         "comparison.md",
