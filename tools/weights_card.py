@@ -273,8 +273,11 @@ def _section(folder: Path) -> list[str]:
         f"| weights | model.safetensors, {size:.1f} MB, sha256 `{rel.get('weights_sha256', 'not recorded')}` |"
     )
     lines.append(f"| released | {rel.get('released_utc', 'not recorded')} |")
-    if rel.get("notes"):
-        lines += ["", "Notes:", ""] + [f"- {note}" for note in rel["notes"]]
+    # a fine-tuned model's first stage keeps its release notes in init.json
+    first_notes = ((init or {}).get("release") or {}).get("notes") or []
+    notes = list(rel.get("notes") or []) + [f"First stage: {note}" for note in first_notes]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += ["", "Command (the resolved config is `train_config.yaml`):", "", "```"]
     start = FIRST_STAGE_DIR if init is not None else None
     with contextlib.suppress(ConfigError, TypeError, KeyError):

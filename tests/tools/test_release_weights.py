@@ -282,7 +282,7 @@ def test_fine_tuned_run_documents_its_first_stage(tmp_path: Path) -> None:
         tmp_path / "weights",
         {"weights_root": tmp_path / "weights", "log": lambda _: None},
     )
-    rw.release(make_run(tmp_path / "first", 0.5, epochs=4), "w", **quiet)
+    rw.release(make_run(tmp_path / "first", 0.5, epochs=4), "w", notes=["made first"], **quiet)
     tuned = make_run(tmp_path / "tuned", 0.6, seed=1, sets=("optim.lr=0.002",))
     write_init_record(tuned, root / "w")  # as `istd train --load-from weights/w` does
     dst = rw.release(tuned, "w", **quiet)  # replaces the folder it started from
@@ -294,6 +294,7 @@ def test_fine_tuned_run_documents_its_first_stage(tmp_path: Path) -> None:
     assert init["epoch"] == 4 and init["val_metrics"]["iou"] == 0.5
     card = (root / "README.md").read_text()
     assert "| first stage | 4 epochs of `init_train_config.yaml`" in card
+    assert "- First stage: made first" in card
     assert "--work-dir WORK1 --set model.name=mim-istd-test" in card  # the first stage's command
     assert "--work-dir WORK --load-from WORK1/best --set" in card
     release = json.loads((dst / "release.json").read_text())
