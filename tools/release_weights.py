@@ -9,6 +9,10 @@ records the release in release.json (final or intermediate, the hardware, the tr
 and regenerates the whole model card weights/README.md from the files of every weights/*/
 folder: every number on the card is read from those files.
 
+A run started with `--load-from` (its init.json) also brings its first stage: the log and
+config of the weights it started from, as init_log.csv and init_train_config.yaml, once that
+folder is checked to still hold the same weights file (sha256).
+
 The new folder is built beside the old one and swapped in (`istd._atomic.replace_dir_atomic`).
 A checkpoint with a lower validation IoU than the released one, or validated on other ids, is
 refused without --force; a file of 25 MB or more is always refused. Evaluation results are kept
@@ -41,6 +45,7 @@ from typing import Any
 import yaml
 
 from istd._atomic import recover_dir, replace_dir_atomic, write_atomic
+from istd.engine.checkpoint import INIT_RECORD
 from istd.engine.evaluate import sha256_file
 from istd.errors import ConfigError, IstdError, WeightsError
 
@@ -137,7 +142,7 @@ def _first_stage(run: Path) -> dict[str, Any] | None:
     The folder must still hold the same weights file (sha256), with the log and config that
     made it and no first stage of its own, so that the card can give both stages' commands.
     """
-    path = run / "init.json"
+    path = run / INIT_RECORD
     if not path.is_file():
         return None
     init = json.loads(path.read_text(encoding="utf-8"))
@@ -159,7 +164,7 @@ def _first_stage(run: Path) -> dict[str, Any] | None:
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise WeightsError(f"{run}: the first stage's {', '.join(missing)} missing")
-    if (folder / "init.json").is_file() or (folder.parent / "init.json").is_file():
+    if (folder / INIT_RECORD).is_file() or (folder.parent / INIT_RECORD).is_file():
         raise WeightsError(
             f"{run} started from {folder}, itself fine-tuned: the card documents one first stage"
         )
@@ -336,7 +341,7 @@ def release(
             for source, target in first_stage.pop("files").items():
                 shutil.copyfile(source, tmp / target)
             write_atomic(
-                tmp / "init.json", json.dumps(first_stage, indent=2) + "\n", overwrite=True
+                tmp / INIT_RECORD, json.dumps(first_stage, indent=2) + "\n", overwrite=True
             )
         from_pretrained(tmp)  # refuse weights that do not load
         sha = record["weights_sha256"] = sha256_file(tmp / "model.safetensors")

@@ -216,10 +216,10 @@ def _load_legacy(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-# ---- the run folder: config.yaml, log.csv, last.ckpt, best/ ------------------------------
+# ---- the run folder: config.yaml, log.csv, last.ckpt, best/, init.json ------------------
 
-RUN_FILES = ("config.yaml", "log.csv", "last.ckpt", "best", "init.json")
 INIT_RECORD = "init.json"  # where a --load-from run's weights came from
+RUN_FILES = ("config.yaml", "log.csv", "last.ckpt", "best", INIT_RECORD)
 LOG_HEAD = ("epoch", "step", "loss", "lr")
 LOG_TAIL = ("images_per_s", "epoch_s", "wall_time_s")
 
