@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+# before torch: istd sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads when torch loads, so the
+# timings are those of `istd` and its CLI (torch first would time torch's spinning default)
+import istd  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 KERNEL = "istd/ops/scan_cpu.py"
 # (batch, dim, L, groups): the (1, 128, 4096) and MiM-ISTD's sentence and word scans

@@ -27,6 +27,11 @@ import time
 from itertools import islice
 from pathlib import Path
 
+# before torch: istd sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads when torch loads, so the
+# timings are those of `istd` and its CLI (torch first would time torch's spinning default)
+import istd  # noqa: F401
+
+# isort: split
 import numpy as np
 import torch
 
@@ -35,6 +40,7 @@ from istd.data.video import iter_video_frames
 from istd.engine.predict import Predictor
 from istd.engine.predict_inputs import atomic_text
 from istd.models import DEFAULT_WEIGHTS, build_model, list_models, weights_dir
+from istd.ops._threads import openmp_wait
 
 
 def _predictor(args: argparse.Namespace, precision: str) -> tuple[Predictor, str]:
@@ -144,7 +150,8 @@ def main() -> None:
         print(f"model: {label}; --precision {precision}: {convs} dense convolutions")
         print(
             f"device: {args.device}, threads: {torch.get_num_threads()}, batch: {args.batch}, "
-            f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+            f"torch {torch.__version__}, {platform.processor() or platform.machine()}; "
+            f"{openmp_wait()}"
         )
         results["model"] = label
         results[precision] = _measure(args, predictor)

@@ -31,6 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# before torch: istd sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads when torch loads, so the
+# timings are those of `istd` and its CLI (torch first would time torch's spinning default)
+import istd  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 STICK_SOURCE = REPO.parent / "shared" / "bench" / "scan_ref.c"
 
@@ -267,11 +271,14 @@ def main() -> None:
     import numba
     import torch
 
+    from istd.ops._threads import openmp_wait
+
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
     print(f"B/C layout: {args.layout}; threads: {args.threads} (torch and numba); best of "
           f">= {reps} runs x {args.rounds} rounds; host load "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine is noisy)")  # fmt: skip
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine is noisy); "
+          f"{openmp_wait()}")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="istd-bench-scan-") as tmp:
         exe = build_stick(Path(tmp))

@@ -18,6 +18,11 @@ import platform
 import time
 from pathlib import Path
 
+# before torch: istd sets OMP_WAIT_POLICY=PASSIVE, which OpenMP reads when torch loads, so the
+# timings are those of `istd` and its CLI (torch first would time torch's spinning default)
+import istd  # noqa: F401
+
+# isort: split
 import torch
 
 from istd.engine.config import load_config
@@ -33,6 +38,7 @@ from istd.engine.train import (
     train_one_epoch,
 )
 from istd.models import build_model
+from istd.ops._threads import openmp_wait
 
 NUAA_TRAIN_IMAGES = 256
 
@@ -94,7 +100,7 @@ def main() -> None:
           f"batch {args.batch}, {args.threads} threads, amp={args.amp}, device {args.device} "
           f"({platform.processor() or platform.machine()})")  # fmt: skip
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores (other processes share them)")  # fmt: skip
+          f"on {os.cpu_count()} cores (other processes share them); {openmp_wait()}")  # fmt: skip
     print(f"warm-up epoch: {warm_images} images in {warm_s:.1f} s")
     print(f"{args.rounds} timed epochs of {images} images: best {best_ips:.2f} images/s, "
           f"median {median_ips:.2f} images/s; {cpu_ips:.2f} images per CPU-second")  # fmt: skip

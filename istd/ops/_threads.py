@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numba
 import torch
+
+
+def openmp_wait() -> str:
+    """How this process's OpenMP workers wait between parallel regions, for benchmark headers.
+
+    The runtimes read these variables when they load (torch's with torch), so they describe the
+    process only if ``istd`` was imported before torch, as its CLI and tools do.
+    """
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset (spins)")
+    return f"OMP_WAIT_POLICY={policy}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
 
 
 def sync_numba_threads() -> None:
