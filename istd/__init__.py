@@ -13,8 +13,10 @@ import os
 from importlib import import_module
 from typing import Any
 
-# Torch's and Numba's OpenMP pools alternate on the CPU scan path; spinning workers of one pool
-# stall the other (backward up to 5x slower). Must be set before torch loads its OpenMP runtime.
+# Torch's and Numba's OpenMP pools alternate on the CPU scan path. Sleeping idle workers are the
+# safe default: spinning ones (GOMP_SPINCOUNT) train and predict 1.3-1.45x faster on an idle
+# machine but 3-8x slower when another job shares the cores (README, "Threads"). Must be set
+# before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # LLVM -O2 instead of Numba's default -O3 for the scan kernels compiled on first use: about 2 s
 # less of the first call's ~11 s, with no measurable change in kernel speed (tools/bench_scan.py).
