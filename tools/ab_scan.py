@@ -29,9 +29,9 @@ import istd  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL = "istd/ops/scan_cpu.py"
-# (batch, dim, L, groups): the (1, 128, 4096) and MiM-ISTD's sentence and word scans
-SHAPES = ((1, 128, 4096, 1), (1, 256, 4096, 4), (1, 1024, 256, 4), (4096, 32, 16, 4),
-          (256, 128, 16, 4), (64, 256, 16, 4))  # fmt: skip
+# (batch, dim, L, groups): the two shapes and MiM-ISTD's sentence and word scans
+SHAPES = ((4, 64, 16384, 1), (1, 128, 4096, 1), (1, 256, 4096, 4), (1, 1024, 256, 4),
+          (1, 2048, 64, 4), (4096, 32, 16, 4), (256, 128, 16, 4), (64, 256, 16, 4))  # fmt: skip
 
 
 def load_module(name: str, path: Path) -> ModuleType:
@@ -105,7 +105,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="istd-ab-") as tmp:
         base = load_module("scan_cpu_base", revision_kernel(args.base, Path(tmp)))
-        new = load_module("scan_cpu_tree", REPO / KERNEL)
+        # the working tree's kernel under its own name: Numba's on-disk cache records the module
+        # name, so loading it as another would leave cache entries that `istd` cannot load
+        new = importlib.import_module("istd.ops.scan_cpu")
         print(f"{args.base} against the working tree, {args.threads} threads, best of {args.reps}")
         print(f"{'batch, dim, L, G':>20} | {'base fwd':>8} {'fwd+bwd':>8} | {'tree fwd':>8} "
               f"{'fwd+bwd':>8} | speed-up f+b | max grad diff")  # fmt: skip
