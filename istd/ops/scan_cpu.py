@@ -46,13 +46,15 @@ from istd.ops._threads import sync_numba_threads
 
 # steps between checkpoints. The backward's per-chunk work (a channel pair's checkpoint,
 # carried rows, zeroing) is paid once a chunk; its buffers (CHUNK + 1, N) sit in L2 at this
-# size. 512 measured 1.05 to 1.13x faster forward + backward on long sequences than 64.
-CHUNK = 512
+# size (4 x 64 KB of 1 MB). On long sequences 1024 measured 1.025x faster forward + backward
+# than 512, 512 1.05 to 1.13x faster than 64, and 128 0.89x the speed of 512.
+CHUNK = 1024
 _ROWS = 4  # rows the forward kernel runs together (written out in its loop body)
-# aim for this many independent backward work items (load balance); each item's partial
-# dB/dC rows (L x N) are zeroed, written and summed, so more cost memory passes: 8 measured
-# 2 to 6 % faster than 16 on batch x groups <= 4 shapes (2 threads)
-_BACKWARD_ITEMS = 8
+# aim for this many independent backward work items: parallel work for up to 4 threads on
+# batch-1 ungrouped scans. Each item's partial dB/dC rows (L x N) are written and summed
+# afterwards, so more items cost memory passes: 4 measured 1.03 to 1.04x faster forward +
+# backward than 8 on batch x groups <= 4 shapes (2 threads), and 8 2 to 6 % faster than 16
+_BACKWARD_ITEMS = 4
 _FLOATS_PER_LINE = 16  # float32 values in a 64-byte cache line
 _MAX_BLOCKS = 256  # parallel blocks per call: enough for load balance, few scratch allocations
 # fewer in the backward, whose blocks each sum dA into their own (dim, N) slice, zeroed and
@@ -235,6 +237,45 @@ def _sum_parts_kernel(part, out):
                     out[b, g, m] += part[b, g, p, m]
 
 
+@njit(inline="always", cache=True)
+def _channel_block(g, p, per_group, per_part):
+    """(first channel, channel count) of the backward's channel block p in group g; the count
+    is 0 for a block past the group's last channel."""
+    d_start = g * per_group + p * per_part
+    return d_start, max(0, min(per_part, (g + 1) * per_group - d_start))
+
+
+@njit(fastmath=True, cache=True)
+def _sum_blocks_kernel(dA_part, dD_part, batch, G, parts, per_block, dA, dD):
+    """dA (dim, N) and dD (dim,): the backward blocks' partial sums added up.
+
+    The backward numbers its items ((b * G + g) * parts + p) and gives each block a run of
+    ``per_block`` consecutive items; a block zeroes and writes only the rows of the channels its
+    items cover, and only those are read here (on batch-1 scans one block per channel: a copy,
+    where adding up every block's full slice read and zeroed ``n_blocks`` times more).
+    """
+    dim, N = dA.shape
+    per_group = dim // G
+    per_part = (per_group + parts - 1) // parts
+    for g in range(G):
+        for p in range(parts):
+            d_start, n_d = _channel_block(g, p, per_group, per_part)
+            last_blk = -1
+            for b in range(batch):
+                blk = ((b * G + g) * parts + p) // per_block
+                if b == 0:
+                    for d in range(d_start, d_start + n_d):
+                        dD[d] = dD_part[blk, d]
+                        for n in range(N):
+                            dA[d, n] = dA_part[blk, d, n]
+                elif blk != last_blk:  # the next block on these channels (blocks only grow)
+                    for d in range(d_start, d_start + n_d):
+                        dD[d] += dD_part[blk, d]
+                        for n in range(N):
+                            dA[d, n] += dA_part[blk, d, n]
+                last_blk = blk
+
+
 @functools.cache
 def _scan_fwd_kernel(N: int) -> Callable:
     """The forward scan kernel compiled for N states, whose four rows' states then live in
@@ -330,7 +371,8 @@ def _scan_bwd_kernel(N: int) -> Callable:
         Work item (b, g, p) handles channel block p of group g in batch b, so every shared-B/C
         gradient buffer has a single writer: dB_part, dC_part (batch, G, parts, L, N), summed over
         parts afterwards; dA_part (n_blocks, dim, N) and dD_part (n_blocks, dim), one slice per
-        block (a block's items cover several batch entries), zeroed here and summed afterwards.
+        block (a block's items cover several batch entries), of which a block zeroes and writes
+        only the rows of its items' channels (summed afterwards by ``_sum_blocks_kernel``).
         du, ddt: (R, L). Items are split into ``n_blocks`` parallel blocks. Within an item the
         chunk loop is outermost, so the item's dB/dC rows of one chunk stay in cache while each of
         its channels adds to them. Channels go in pairs (suffixes 1 and 2), written out for the
@@ -353,10 +395,6 @@ def _scan_bwd_kernel(N: int) -> Callable:
         n_items = batch * G * parts
         per_block = (n_items + n_blocks - 1) // n_blocks
         for blk in prange(n_blocks):
-            for d in range(dim):
-                dD_part[blk, d] = _ZERO
-                for n in range(N):
-                    dA_part[blk, d, n] = _ZERO
             steps = min(CHUNK, L)  # a chunk's length at most
             hs1 = np.empty((steps + 1, N), np.float32)  # hs[j + 1] = state after chunk step j
             hs2 = np.empty((steps + 1, N), np.float32)
@@ -371,8 +409,14 @@ def _scan_bwd_kernel(N: int) -> Callable:
                 b = item // (G * parts)
                 g = (item // parts) % G
                 p = item % parts
-                d_start = g * per_group + p * per_part
-                n_d = max(0, min(per_part, (g + 1) * per_group - d_start))
+                d_start, n_d = _channel_block(g, p, per_group, per_part)
+                # the block's first item on these channels: the previous batch entry's item on
+                # them (G * parts items back) ran in an earlier block, or there is none
+                if item - G * parts < blk * per_block:
+                    for d in range(d_start, d_start + n_d):
+                        dD_part[blk, d] = _ZERO
+                        for n in range(N):
+                            dA_part[blk, d, n] = _ZERO
                 for c in range(n_chunks - 1, -1, -1):
                     t0 = c * CHUNK
                     T = min(CHUNK, L - t0)
@@ -557,7 +601,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         du = torch.empty(batch, dim, L)
         ddt = torch.empty(batch, dim, L)
         n_blocks = min(batch * G * parts, _BACKWARD_BLOCKS)
-        dA_part = torch.empty(n_blocks, dim, N)  # zeroed by the kernel, block by block
+        dA_part = torch.empty(n_blocks, dim, N)  # rows zeroed by the blocks that use them
         dD_part = torch.empty(n_blocks, dim)
         dB_part = torch.empty(batch, G, parts, L, N)  # every row written by the kernel
         dC_part = torch.empty(batch, G, parts, L, N)
@@ -576,7 +620,11 @@ class _SelectiveScanCPU(torch.autograd.Function):
             for grad, steps_last in zip((dB, dC), ctx.steps_last, strict=True)
         )
         del ctx.arrays
-        dA, dD = (_sum_parts(part[None, None])[0, 0] for part in (dA_part, dD_part))
+        dA, dD = torch.empty(dim, N), torch.empty(dim)
+        per_block = -(-batch * G * parts // n_blocks)  # as the kernel splits its items
+        _sum_blocks_kernel(
+            dA_part.numpy(), dD_part.numpy(), batch, G, parts, per_block, dA.numpy(), dD.numpy()
+        )  # fmt: skip
         return du, ddt, dA, dB, dC, dD
 
 

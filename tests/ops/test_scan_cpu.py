@@ -21,15 +21,20 @@ def test_matches_reference_for_all_lengths(scan_inputs, scan_check, L: int, grou
     scan_check("cpu", scan_inputs(2, 6, 5, L, groups, seed=L))
 
 
-def test_kernels_write_every_output_row(scan_inputs, monkeypatch) -> None:
+@pytest.mark.parametrize(("batch", "dim", "groups", "parts"), [(1, 5, None, 4), (33, 4, 2, 1)])
+def test_kernels_write_every_output_row(scan_inputs, monkeypatch, batch, dim, groups, parts):
     """Outputs are allocated uninitialised: fill them with NaN and expect none to survive.
 
-    One batch entry, one group and 10 channels make 8 backward parts of 2 channels, three of
-    them past the group's channels (their dB/dC rows are summed with the others)."""
+    One batch entry and 5 channels make 4 backward parts of 2 channels, the last past the
+    group's channels (its dB/dC rows are summed with the others). 33 x 2 items in 64 blocks
+    make blocks of two items, one of them holding the last item of group 0 and the first of
+    group 1 (each block zeroes the dA/dD rows of the channels it works on, and only those are
+    summed)."""
     from istd.ops import scan_cpu
 
-    x = {k: v.float() for k, v in scan_inputs(1, 10, 4, 600, seed=5).items() if v is not None}
-    assert scan_cpu._backward_parts(1, 1, 10) == 8
+    x = scan_inputs(batch, dim, 4, 600 if batch == 1 else 20, groups, seed=5)
+    x = {k: v.float() for k, v in x.items() if v is not None}
+    assert scan_cpu._backward_parts(batch, groups or 1, dim // (groups or 1)) == parts
     leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
     y, last = selective_scan_ref(**leaves, delta_softplus=True, return_last_state=True)
     (y.square().sum() + last.sum()).backward()
