@@ -110,31 +110,40 @@ def _stack_empty(typingctx, size):  # noqa: ARG001 (Numba intrinsic signature)
     return array_type(size), codegen
 
 
-@intrinsic
-def _prefetch(typingctx, array, index):  # noqa: ARG001 (Numba intrinsic signature)
-    """Ask the CPU to bring flat element ``index`` of a C-contiguous array into its caches.
+def _prefetch_hint(write: int) -> Callable:
+    """An intrinsic asking the CPU to bring flat element ``index`` of a C-contiguous array into
+    its caches, to be read (``write`` 0) or written (1).
 
-    A hint (LLVM's ``llvm.prefetch``: read, keep in all levels): it never faults and changes no
+    A hint (LLVM's ``llvm.prefetch``, kept in all cache levels): it never faults and changes no
     value, so the kernels' results are the same with or without it.
     """
-    if not isinstance(array, types.Array) or array.layout != "C":
-        return None
-    if not isinstance(index, types.Integer):
-        return None
 
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
-            "llvm.prefetch.p0i8",
-        )
-        builder.call(fn, [address, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
+    @intrinsic
+    def prefetch(typingctx, array, index):  # noqa: ARG001 (Numba intrinsic signature)
+        if not isinstance(array, types.Array) or array.layout != "C":
+            return None
+        if not isinstance(index, types.Integer):
+            return None
 
-    return types.none(array, index), codegen
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
+                "llvm.prefetch.p0i8",
+            )
+            builder.call(fn, [address, i32(write), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return types.none(array, index), codegen
+
+    return prefetch
+
+
+_prefetch = _prefetch_hint(0)
+_prefetch_write = _prefetch_hint(1)
 
 
 # float32 constants: Numba keeps module-level np.float32 values in float32 arithmetic,
@@ -430,6 +439,10 @@ def _scan_bwd_kernel(N: int) -> Callable:
                     c_first = ((b * G + g) * L + t0) * N  # flat index of C[b, g, t0, 0]
                     for e in range(0, T * N, _FLOATS_PER_LINE):
                         _prefetch(Cm, c_first + e)
+                    # the first pair writes the chunk's dB rows backwards too
+                    db_first = (((b * G + g) * parts + p) * L + t0) * N  # dB_part[b, g, p, t0, 0]
+                    for e in range(0, T * N, _FLOATS_PER_LINE):
+                        _prefetch_write(dB_part, db_first + e)
                     if n_d == 0:  # a part past the group's channels: its rows are summed too
                         for t in range(t0, t0 + T):
                             for n in range(N):
