@@ -80,40 +80,44 @@ def _bits_to_float32(typingctx, bits):  # noqa: ARG001 (Numba intrinsic signatur
 
 
 @intrinsic
-def _empty_rows(typingctx, rows, cols):  # noqa: ARG001 (Numba intrinsic signature)
-    """``np.empty((rows, cols), np.float32)`` with its data on a 64-byte cache-line boundary.
+def _empty_aligned(typingctx, shape):  # noqa: ARG001 (Numba intrinsic signature)
+    """``np.empty(shape, np.float32)`` (a C-contiguous array) with its data on a 64-byte
+    cache-line boundary; ``shape`` a tuple of integers.
 
     Why: Numba's ``np.empty`` aligns to 32 bytes, so about half the time every 16-float row
-    of the backward's scratch buffers straddled two cache lines and each of its vector loads
-    and stores was split in two. A view of a larger ``np.empty`` at the aligned offset
-    instead made the backward 3 to 4x slower (LLVM stopped vectorising its loops).
+    of a scratch buffer straddled two cache lines and each of its vector loads and stores was
+    split in two. A view of a larger ``np.empty`` at the aligned offset instead made the
+    backward 3 to 4x slower (LLVM stopped vectorising its loops).
     """
-    if not isinstance(rows, types.Integer) or not isinstance(cols, types.Integer):
+    if not isinstance(shape, types.UniTuple) or not isinstance(shape.dtype, types.Integer):
         return None
-    array_type = types.Array(types.float32, 2, "C")
+    array_type = types.Array(types.float32, shape.count, "C")
 
     def codegen(context, builder, signature, args):
         intp = context.get_value_type(types.intp)
-        n_rows = context.cast(builder, args[0], signature.args[0], types.intp)
-        n_cols = context.cast(builder, args[1], signature.args[1], types.intp)
+        dims = [
+            context.cast(builder, builder.extract_value(args[0], k), shape.dtype, types.intp)
+            for k in range(shape.count)
+        ]
         itemsize = ir.Constant(intp, 4)
-        size = builder.mul(builder.mul(n_rows, n_cols), itemsize)
+        strides = [itemsize]  # C order: the last axis is contiguous
+        for dim in reversed(dims[1:]):
+            strides.insert(0, builder.mul(strides[0], dim))
+        size = builder.mul(strides[0], dims[0])
         meminfo = context.nrt.meminfo_alloc_aligned(builder, size=size, align=64)
-        data = builder.bitcast(
-            context.nrt.meminfo_data(builder, meminfo), ir.FloatType().as_pointer()
-        )
+        data = context.nrt.meminfo_data(builder, meminfo)
         array = context.make_array(array_type)(context, builder)
         context.populate_array(
             array,
-            data=data,
-            shape=cgutils.pack_array(builder, [n_rows, n_cols]),
-            strides=cgutils.pack_array(builder, [builder.mul(n_cols, itemsize), itemsize]),
+            data=builder.bitcast(data, ir.FloatType().as_pointer()),
+            shape=cgutils.pack_array(builder, dims),
+            strides=cgutils.pack_array(builder, strides),
             itemsize=itemsize,
             meminfo=meminfo,
         )
         return array._getvalue()
 
-    return array_type(rows, cols), codegen
+    return array_type(shape), codegen
 
 
 @intrinsic
@@ -442,11 +446,11 @@ def _scan_bwd_kernel(N: int) -> Callable:
         per_block = (n_items + n_blocks - 1) // n_blocks
         for blk in prange(n_blocks):
             steps = min(CHUNK, L)  # a chunk's length at most
-            hs1 = _empty_rows(steps + 1, N)  # hs[j + 1] = state after chunk step j
-            hs2 = _empty_rows(steps + 1, N)
-            dec1 = _empty_rows(steps, N)  # exp(dt A) at chunk step j
-            dec2 = _empty_rows(steps, N)
-            lam = _empty_rows(per_part + 1, N)  # dLoss/dh carried back, times decay
+            hs1 = _empty_aligned((steps + 1, N))  # hs[j + 1] = state after chunk step j
+            hs2 = _empty_aligned((steps + 1, N))
+            dec1 = _empty_aligned((steps, N))  # exp(dt A) at chunk step j
+            dec2 = _empty_aligned((steps, N))
+            lam = _empty_aligned((per_part + 1, N))  # dLoss/dh carried back, times decay
             # the pair's carried rows, in registers through a chunk's reverse walk
             l1, l2 = _stack_empty(N), _stack_empty(N)  # the pair's lam rows
             a1, a2 = _stack_empty(N), _stack_empty(N)  # and dA sums
