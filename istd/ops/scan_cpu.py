@@ -275,7 +275,7 @@ def _sum_parts_kernel(part, out):
     Serial on purpose: the backward's partial rows are still in cache, and a parallel torch sum
     first wakes its sleeping OpenMP workers (``OMP_WAIT_POLICY=PASSIVE``, see istd/__init__).
     With this loop forward + backward ran 1.08x faster on (1, 128, 4096), whose 8 work items
-    leave 8 partial dB and dC rows, and 1.02x to 1.08x on the 4-group sentence scans.
+    then left 8 partial dB and dC rows, and 1.02x to 1.08x on the 4-group sentence scans.
     """
     batch, G, P, M = part.shape
     for b in range(batch):
