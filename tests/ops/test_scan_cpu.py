@@ -220,3 +220,24 @@ def test_kernel_cache_check_wants_every_word_shape(monkeypatch: pytest.MonkeyPat
     key = (None, None, (None, _availability.hashlib.sha256(dumps(cells)).hexdigest()))
     monkeypatch.setattr(first._cache._cache_file, "_load_index", lambda: {key: ""})
     assert _availability.cpu_kernels_cached()
+
+
+def test_scratch_buffers_start_on_cache_lines() -> None:
+    # the backward's scratch rows are 16 floats: one 64-byte line each when the data is aligned
+    from numba import njit
+
+    from istd.ops.scan_cpu import _empty_aligned
+
+    @njit
+    def make(rows):
+        a = _empty_aligned((rows, 16))
+        a[:] = 2.0
+        b = _empty_aligned((3, rows, 5))
+        b[:] = 1.0
+        return a, b
+
+    for rows in (1, 7, 1025):
+        a, b = make(rows)
+        assert a.shape == (rows, 16) and a.flags.c_contiguous and a.ctypes.data % 64 == 0
+        assert b.shape == (3, rows, 5) and b.flags.c_contiguous and b.ctypes.data % 64 == 0
+        assert a.sum() == 32.0 * rows and b.sum() == 15.0 * rows
