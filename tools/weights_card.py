@@ -239,7 +239,13 @@ def _section(folder: Path) -> list[str]:
             f"{train['loss']['name']} loss, {a['crop_size']} x {a['crop_size']} crops, "
             f"h-flip/v-flip/rot90 p {flips}, batch "
             f"{t['batch_size']}, seed {t['seed']}, validation every "
-            f"{'epoch' if t['val_every'] == 1 else str(t['val_every']) + ' epochs'} |"
+            f"{'epoch' if t['val_every'] == 1 else str(t['val_every']) + ' epochs'}"
+            + (
+                f", weights: moving average, decay {t['ema_decay']:g} per step"
+                if t.get("ema_decay")
+                else ""
+            )
+            + " |"
         )
     lines.append(f"| epochs | {done} done of {planned} planned |")
     init = _json(folder / "init.json")

@@ -368,9 +368,10 @@ def make_record(
     splits: dict[str, str],
     mean: float,
     std: float,
+    ema: nn.Module | None = None,
 ) -> dict[str, Any]:
     """The resume record for `save_checkpoint` (tensors and plain containers only)."""
-    return {
+    record = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -384,6 +385,9 @@ def make_record(
         "split_sha256": dict(splits),
         "norm": [float(mean), float(std)],
     }
+    if ema is not None:
+        record["ema"] = ema.state_dict()
+    return record
 
 
 def restore_run(
@@ -393,6 +397,7 @@ def restore_run(
     scheduler: Any,
     splits: dict[str, str],
     path: Path,
+    ema: nn.Module | None = None,
 ) -> RunState:
     """Load a resume record into the run's objects and return its progress.
 
@@ -406,6 +411,10 @@ def restore_run(
             "(dataset or data.limit changed); resume needs the same data"
         )
     load_weights(model, record["model"], str(path))
+    if ema is not None:
+        if "ema" not in record:
+            raise WeightsError(f"{path} holds no weight average; train.ema_decay was set after it")
+        load_weights(ema, record["ema"], f"{path} (weight average)")
     try:
         optimizer.load_state_dict(record["optimizer"])
         scheduler.load_state_dict(record["scheduler"])

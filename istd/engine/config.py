@@ -138,6 +138,9 @@ class LoopConfig:
     threshold: float = 0.5
     deterministic: bool = True
     threads: int | None = None
+    # Validate and publish an exponential moving average of the weights (decay per optimiser
+    # step, e.g. 0.995: about 200 steps of memory), not the last step's weights; None: off.
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -196,6 +199,10 @@ class TrainConfig:
             ("data.limit", self.data.limit is None or self.data.limit >= 1),
             ("data.val_limit", self.data.val_limit is None or self.data.val_limit >= 1),
             ("train.threads", self.train.threads is None or self.train.threads >= 1),
+            (
+                "train.ema_decay",
+                self.train.ema_decay is None or 0.0 < self.train.ema_decay < 1.0,
+            ),
             # clip_grad_norm_ with 0 zeroes every gradient: off is None, not 0.
             (
                 "optim.grad_clip",

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from istd._atomic import recover_dir, remove_stale_temps
@@ -107,6 +108,7 @@ def train_one_epoch(
     *,
     amp: bool = False,
     grad_clip: float | None = None,
+    ema: AveragedModel | None = None,
     on_step: Callable[[float, int], None] | None = None,
     where: str = "",
 ) -> EpochStats:
@@ -115,6 +117,7 @@ def train_one_epoch(
     Args:
         amp: bf16 autocast for the network (the scan itself runs in float32).
         grad_clip: max global gradient norm, or None.
+        ema: a moving average of `model`'s weights, updated after every step.
         on_step: called with (loss, images in the batch) after every step, for progress bars.
         where: prefix for error messages (e.g. "epoch 3").
 
@@ -149,6 +152,10 @@ def train_one_epoch(
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(
+                model.module if isinstance(model, DistributedDataParallel) else model
+            )
         steps += 1
         images += image.shape[0]
         total += loss.item()
@@ -314,6 +321,11 @@ def _run(
         source = from_pretrained(load_from)
         load_weights(model, source.state_dict(), str(load_from))
         reporter.note(f"initialised from {load_from}")
+    ema = None
+    if t.ema_decay is not None:
+        # Buffers too, so the average carries its own normalisation statistics.
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+    published = model if ema is None else ema.module  # what is validated and saved to best/
 
     train_set = make_train_set(train_s, cfg)
     steps_per_epoch = len(make_train_loader(train_set, cfg, 0, info.rank, info.world_size))
@@ -322,7 +334,7 @@ def _run(
     loss_fn = build_loss(cfg.loss)
     state = RunState()
     if record is not None:
-        state = restore_run(record, model, optimizer, scheduler, splits, ckpt_path)
+        state = restore_run(record, model, optimizer, scheduler, splits, ckpt_path, ema)
         reporter.note(f"resuming after epoch {state.epoch} (step {state.step}) from {ckpt_path}")
     if info.is_main:
         write_config(work_dir, cfg)
@@ -349,7 +361,7 @@ def _run(
             reporter.epoch_start(epoch + 1, t.epochs, len(loader))
         stats = train_one_epoch(
             net, loader, optimizer, scheduler, loss_fn, dev, amp=amp, grad_clip=cfg.optim.grad_clip,
-            on_step=reporter.step if info.is_main else None, where=f"epoch {epoch + 1}",
+            ema=ema, on_step=reporter.step if info.is_main else None, where=f"epoch {epoch + 1}",
         )  # fmt: skip
         state.step += stats.steps
         images = all_reduce_sum(float(stats.images), dev)
@@ -361,7 +373,7 @@ def _run(
         }
         last = epoch + 1 == t.epochs
         if info.is_main and ((epoch + 1) % t.val_every == 0 or last):
-            metrics = validate(model, val_loader, t.threshold, dev)
+            metrics = validate(published, val_loader, t.threshold, dev)
             logged = (*LOG_METRICS, t.best_metric)
             row.update({f"val_{k}": v for k, v in metrics.items() if k in logged})
             if t.best_metric not in metrics:
@@ -380,7 +392,7 @@ def _run(
                     "split": f"validation: {cfg.data.val_split or 'held out of train'}",
                     "split_sha256": splits, "epoch": epoch + 1, "train_config": cfg.to_dict(),
                 }  # fmt: skip
-                write_best(work_dir / "best", model, extra)
+                write_best(work_dir / "best", published, extra)
                 reporter.note(f"epoch {epoch + 1}: best {t.best_metric} {value:.4f} -> best/")
         row["images_per_s"] = images / max(stats.seconds, 1e-9)
         row["epoch_s"] = time.perf_counter() - began
@@ -391,7 +403,7 @@ def _run(
         if info.is_main:
             write_log(work_dir, state.history)
             save_checkpoint(
-                ckpt_path, make_record(state, model, optimizer, scheduler, splits, mean, std)
+                ckpt_path, make_record(state, model, optimizer, scheduler, splits, mean, std, ema)
             )
             reporter.epoch_end(row)
         barrier()

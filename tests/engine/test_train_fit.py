@@ -1,21 +1,23 @@
-"""`fit` end to end on tiny runs: work-dir contents, refusals, NaN stop, AMP scan dtype."""
+"""`fit` end to end on tiny runs: work-dir contents, refusals, NaN stop, AMP scan dtype, EMA."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from istd.engine.checkpoint import load_checkpoint
 from istd.engine.config import load_config
 from istd.engine.optim import build_scheduler
-from istd.engine.train import DivergenceError, fit
+from istd.engine.train import DivergenceError, Reporter, fit
 from istd.engine.train_data import split_samples
 from istd.errors import ConfigError, DataError
 from istd.models import from_pretrained
@@ -295,8 +297,6 @@ def test_real_nuaa_two_tiny_epochs(nuaa_sirst: Path, tmp_path: Path) -> None:
 
 
 def test_load_from_initialises_the_network(synthetic: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     from istd.engine.evaluate import sha256_file
     from istd.errors import WeightsError
 
@@ -339,8 +339,6 @@ def test_dataloader_workers_do_not_change_the_result(synthetic: Path, tmp_path: 
 
 def test_thread_count_holds_for_every_step(synthetic: Path, tmp_path: Path) -> None:
     # Numba's pool, started lazily by the first CPU scan, used to reset torch to all cores.
-    from istd.engine.train import Reporter
-
     seen: list[int] = []
 
     class Spy(Reporter):
@@ -384,3 +382,56 @@ def test_default_recipe_learns_synthetic_targets(tmp_path: Path) -> None:
     assert result.best_value is not None and result.best_value > 0.2  # validation IoU
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     assert best["val_pd"] >= 0.5 and best["val_fa"] < 1e-3
+
+
+# ---- train.ema_decay: a moving average of the weights is validated, published, resumed
+
+# Only the last of 3 epochs is validated, so best/ is the state at the end of the run.
+EMA = ["train.epochs=3", "train.val_every=3", "train.ema_decay=0.6"]
+
+
+def _average(record: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("module."): v for k, v in record["ema"].items() if k != "n_averaged"}
+
+
+def test_best_holds_the_average_and_training_is_unchanged(synthetic: Path, tmp_path: Path) -> None:
+    plain = fit("mim-istd_nuaa-sirst", tmp_path / "plain", overrides=tiny(synthetic, *EMA[:2]))
+    ema = fit("mim-istd_nuaa-sirst", tmp_path / "ema", overrides=tiny(synthetic, *EMA))
+    a = load_checkpoint(plain.work_dir / "last.ckpt")
+    b = load_checkpoint(ema.work_dir / "last.ckpt")
+    # The average only watches: the trained weights are those of a run without it.
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert "ema" not in a
+    assert int(b["ema"]["n_averaged"]) == b["step"] == 6  # one update per optimiser step
+    average = _average(b)
+    best = load_file(ema.work_dir / "best" / "model.safetensors")
+    assert set(best) == set(average)
+    assert all(torch.equal(best[k], average[k]) for k in best)
+    floats = [k for k in best if best[k].is_floating_point()]
+    assert any(not torch.equal(average[k], b["model"][k]) for k in floats)
+
+
+def test_killed_run_resumes_its_average(synthetic: Path, tmp_path: Path) -> None:
+    full = fit("mim-istd_nuaa-sirst", tmp_path / "full", overrides=tiny(synthetic, *EMA))
+
+    class Kill(Reporter):
+        def epoch_end(self, row: dict[str, Any]) -> None:  # after last.ckpt is written
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit("mim-istd_nuaa-sirst", cut, overrides=tiny(synthetic, *EMA), reporter=Kill())
+    assert load_checkpoint(cut / "last.ckpt")["epoch"] == 2
+    fit(None, cut, resume=True)
+    a, b = (
+        _average(load_checkpoint(full.work_dir / "last.ckpt")),
+        _average(load_checkpoint(cut / "last.ckpt")),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("decay", ["0", "1.0", "1.5", "nan"])
+def test_decay_outside_zero_one_is_refused(decay: str) -> None:
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        load_config("mim-istd_nuaa-sirst", [f"train.ema_decay={decay}"]).validate()
