@@ -22,7 +22,10 @@ Usage:
     python tools/release_weights.py --run WORK_DIR --name mim-istd-nuaa-sirst [--final]
         [--eval-test DATA_ROOT] [--cross NAME=DATA_ROOT ...] [--force] [--hardware-note TEXT]
         [--note TEXT ...]
-    python tools/release_weights.py --card-only
+    python tools/release_weights.py --card-only [--name NAME --note TEXT ...]
+
+`--card-only` with `--name` and `--note` adds remarks to a released folder's release.json (a
+later run that was tried and not released, say) without touching its weights.
 """
 
 from __future__ import annotations
@@ -380,6 +383,25 @@ def release(
     return dst
 
 
+def add_notes(name: str, notes: Sequence[str], weights_root: str | Path | None = None) -> Path:
+    """Append `notes` (those not there yet) to `weights_root/name/release.json`; rewrite the card.
+
+    Raises:
+        WeightsError: no released folder of that name.
+    """
+    root = Path(weights_root) if weights_root else REPO / "weights"
+    path = root / name / "release.json"
+    if not path.is_file():
+        raise WeightsError(f"{path} not found: release weights named {name!r} first")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["notes"] = [
+        *record.get("notes", []),
+        *(n for n in notes if n not in record.get("notes", [])),
+    ]
+    write_atomic(path, json.dumps(record, indent=2) + "\n", overwrite=True).chmod(0o644)
+    return write_card(root)
+
+
 def _parse_cross(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -412,7 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.card_only:
-            print(f"model card: {write_card(args.weights_root)}")
+            if args.notes and args.name is None:
+                parser.error("--note with --card-only needs --name (the weights to annotate)")
+            if args.notes:
+                card = add_notes(args.name, args.notes, args.weights_root)
+            else:
+                card = write_card(args.weights_root)
+            print(f"model card: {card}")
             return 0
         if args.run is None or args.name is None:
             parser.error("--run and --name are required (or --card-only)")

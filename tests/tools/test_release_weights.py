@@ -312,3 +312,18 @@ def test_fine_tuned_run_documents_its_first_stage(tmp_path: Path) -> None:
     write_init_record(chained, dst)
     with pytest.raises(WeightsError, match="itself fine-tuned"):
         rw.release(chained, "w", **quiet)
+
+
+def test_card_only_adds_notes_to_a_release(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "weights"
+    rw.release(make_run(tmp_path / "run", 0.5), "w", weights_root=root, notes=["first"], log=print)
+    before = (root / "w" / "model.safetensors").read_bytes()
+    args = ["--card-only", "--weights-root", str(root), "--name", "w", "--note", "tried: x"]
+    assert rw.main(args) == 0
+    assert rw.main(args) == 0  # the same note is not added twice
+    assert json.loads((root / "w" / "release.json").read_text())["notes"] == ["first", "tried: x"]
+    assert (root / "README.md").read_text().count("tried: x") == 1
+    assert (root / "w" / "model.safetensors").read_bytes() == before
+    capsys.readouterr()
+    assert rw.main(["--card-only", "--weights-root", str(root), "--name", "v", "--note", "n"]) == 1
+    assert "'v'" in capsys.readouterr().err
