@@ -49,6 +49,7 @@ import yaml
 
 from istd._atomic import recover_dir, replace_dir_atomic, write_atomic
 from istd.engine.checkpoint import INIT_RECORD
+from istd.engine.curves import write_training_curves
 from istd.engine.evaluate import sha256_file
 from istd.errors import ConfigError, IstdError, WeightsError
 
@@ -347,6 +348,8 @@ def release(
                 tmp / INIT_RECORD, json.dumps(first_stage, indent=2) + "\n", overwrite=True
             )
         from_pretrained(tmp)  # refuse weights that do not load
+        extra = json.loads((tmp / "config.json").read_text(encoding="utf-8")).get("extra", {})
+        write_training_curves(tmp, extra.get("epoch"))  # from the copied log.csv
         sha = record["weights_sha256"] = sha256_file(tmp / "model.safetensors")
         jobs: dict[str, Path] = {}
         if eval_test is not None:

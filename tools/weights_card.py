@@ -319,6 +319,13 @@ def _section(folder: Path) -> list[str]:
         lines.append("")
     if (folder / "pd_fa.png").is_file():
         lines += ["### Pd-Fa curve (test split)", "", f"![Pd-Fa curve]({name}/pd_fa.png)", ""]
+    if (folder / "curves.png").is_file():
+        lines += [
+            "### Training curves (`log.csv`)",
+            "",
+            f"![Training curves]({name}/curves.png)",
+            "",
+        ]
     val_rows = [r for r in rows if r.get("val_iou") is not None][-LATEST_ROWS:]
     if val_rows:
         lines += ["### Latest validation rows (`log.csv`)", "",

@@ -46,6 +46,7 @@ from istd.engine.checkpoint import (
     write_log,
 )
 from istd.engine.config import TrainConfig, apply_override, load_config
+from istd.engine.curves import CURVES_FILE, write_training_curves
 from istd.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -341,7 +342,7 @@ def _run(
         if load_from is not None and record is None:
             write_init_record(work_dir, load_from)
         recover_dir(work_dir / "best")
-        remove_stale_temps(work_dir, "config.yaml", "log.csv", "last.ckpt")  # a SIGKILL's
+        remove_stale_temps(work_dir, "config.yaml", "log.csv", "last.ckpt", CURVES_FILE)  # SIGKILL
         write_log(work_dir, state.history)  # drops rows of an epoch cut short before its ckpt
     if info.enabled:
         # Depthwise-conv grads arrive channels-last; DDP copies them into its buckets (a speed
@@ -402,6 +403,8 @@ def _run(
         state.epoch = epoch + 1
         if info.is_main:
             write_log(work_dir, state.history)
+            if f"val_{t.best_metric}" in row:
+                write_training_curves(work_dir, state.best_epoch)
             save_checkpoint(
                 ckpt_path, make_record(state, model, optimizer, scheduler, splits, mean, std, ema)
             )

@@ -69,7 +69,8 @@ def test_fit_writes_config_log_checkpoint_and_best(synthetic: Path, tmp_path: Pa
     work = tmp_path / "run"
     result = fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic))
     assert result.epochs == 2 and result.step == 4  # 4 train images, batch 2
-    assert sorted(p.name for p in work.iterdir()) == ["best", "config.yaml", "last.ckpt", "log.csv"]
+    names = ["best", "config.yaml", "curves.png", "last.ckpt", "log.csv"]
+    assert sorted(p.name for p in work.iterdir()) == names
     rows = list(csv.DictReader((work / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for col in (

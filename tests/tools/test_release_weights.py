@@ -74,7 +74,7 @@ def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None
     )  # fmt: skip
     names = {p.name for p in dst.iterdir()}
     assert names == {"model.safetensors", "config.json", "README.md", "log.csv",
-                     "train_config.yaml", "release.json"}  # fmt: skip
+                     "train_config.yaml", "release.json", "curves.png"}  # fmt: skip
     for path in dst.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert stat.S_IMODE(dst.stat().st_mode) == 0o755
@@ -89,6 +89,7 @@ def test_release_copies_files_with_modes_and_writes_card(tmp_path: Path) -> None
     assert "## tiny-nuaa" in card and "intermediate checkpoint" in card
     assert "epoch 3: val IoU 0.5123" in card and "3 done of 5 planned" in card
     assert "0.5023" in card  # the epoch-2 row of log.csv
+    assert "![Training curves](tiny-nuaa/curves.png)" in card
     assert "2 test cores" in card and "test split has not been evaluated" in card
     assert "- epochs 1-2 used the old augmentation" in card and rel["notes"] == [
         "epochs 1-2 used the old augmentation"
