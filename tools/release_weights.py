@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from istd._atomic import recover_dir, replace_dir_atomic, write_atomic
@@ -349,7 +350,7 @@ def release(
             )
         from_pretrained(tmp)  # refuse weights that do not load
         extra = json.loads((tmp / "config.json").read_text(encoding="utf-8")).get("extra", {})
-        write_training_curves(tmp, extra.get("epoch"))  # from the copied log.csv
+        write_training_curves(tmp, pd.read_csv(tmp / "log.csv"), extra.get("epoch"))
         sha = record["weights_sha256"] = sha256_file(tmp / "model.safetensors")
         jobs: dict[str, Path] = {}
         if eval_test is not None:

@@ -53,11 +53,9 @@ def training_curves_png(log: pd.DataFrame, best_epoch: int | None = None) -> byt
     return _png(fig)
 
 
-def write_training_curves(work_dir: str | Path, best_epoch: int | None = None) -> Path:
-    """Draw `work_dir/log.csv` into `work_dir/curves.png` (atomically); returns its path."""
-    work_dir = Path(work_dir)
-    log = pd.read_csv(work_dir / "log.csv")
-    path = write_atomic(
-        work_dir / CURVES_FILE, training_curves_png(log, best_epoch), overwrite=True
-    )
-    return Path(path)
+def write_training_curves(
+    work_dir: str | Path, log: pd.DataFrame, best_epoch: int | None = None
+) -> Path:
+    """Draw `log` (the rows of the run's log.csv) into `work_dir/curves.png`, atomically."""
+    png = training_curves_png(log, best_epoch)
+    return write_atomic(Path(work_dir) / CURVES_FILE, png, overwrite=True)

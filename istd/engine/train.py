@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -404,7 +405,7 @@ def _run(
         if info.is_main:
             write_log(work_dir, state.history)
             if f"val_{t.best_metric}" in row:
-                write_training_curves(work_dir, state.best_epoch)
+                write_training_curves(work_dir, pd.DataFrame(state.history), state.best_epoch)
             save_checkpoint(
                 ckpt_path, make_record(state, model, optimizer, scheduler, splits, mean, std, ema)
             )

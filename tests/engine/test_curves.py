@@ -38,7 +38,6 @@ def test_best_epoch_is_marked_and_log_without_validation_draws(tmp_path: Path) -
     assert training_curves_png(log, best_epoch=10) == plain  # not a validated epoch: no mark
     assert training_curves_png(_log(2, 5)).startswith(b"\x89PNG")  # nothing validated yet
 
-    log.to_csv(tmp_path / "log.csv", index=False)
-    path = write_training_curves(tmp_path, best_epoch=9)
+    path = write_training_curves(tmp_path, log, best_epoch=9)
     assert path == tmp_path / "curves.png"
     assert np.array_equal(cv2.imread(str(path)), _decode(marked))
