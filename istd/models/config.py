@@ -58,6 +58,10 @@ class MiMConfig:
         head_dropout: dropout before the final 1 x 1 conv.
         norm_mean: per-channel mean (1 or in_chans values) subtracted inside forward.
         norm_std: per-channel std (1 or in_chans values) divided inside forward.
+        input_scale: the network runs on the frame resized by this factor and its logits are
+            resized back. The head predicts at a quarter of the input resolution, so targets of
+            a few pixels span less than one output cell at 1.0; above 1 they span more, at
+            input_scale ** 2 times the compute.
     """
 
     in_chans: int = 1
@@ -76,6 +80,7 @@ class MiMConfig:
     head_dropout: float = 0.1
     norm_mean: tuple[float, ...] = field(default=(0.0,))
     norm_std: tuple[float, ...] = field(default=(1.0,))
+    input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in _SEQUENCES:
@@ -110,6 +115,8 @@ class MiMConfig:
                 raise _bad(name, f"one of {', '.join(allowed)}", value)
         if not _is_finite(self.head_dropout) or not 0.0 <= self.head_dropout < 1.0:
             raise _bad("head_dropout", "a number in [0, 1)", self.head_dropout)
+        if not _is_finite(self.input_scale) or not 0.25 <= self.input_scale <= 4.0:
+            raise _bad("input_scale", "a number in [0.25, 4]", self.input_scale)
         stages = len(self.depths)
         if stages < 1:
             raise ConfigError("depths must name at least one stage")

@@ -119,7 +119,12 @@ class MiMISTD(nn.Module, HubMixin):
                 f"model input must be (B, {self.config.in_chans}, H, W) with H, W >= 1, "
                 f"got {tuple(x.shape)}"
             )
+        height, width = x.shape[2], x.shape[3]
         x = (x - self.norm_mean) / self.norm_std
+        scale = self.config.input_scale
+        if scale != 1.0:  # see MiMConfig.input_scale
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
         # Zero after normalisation = the mean intensity: a neutral fill for the padding.
         x, H, W = pad_to_multiple(x, self.pad_multiple)  # (B, in, Hp, Wp)
         words, sentences = self.stem(x)  # (B, Hp/2, Wp/2, w0) | None, (B, Hp/8, Wp/8, C0)
@@ -136,7 +141,10 @@ class MiMISTD(nn.Module, HubMixin):
             y = self.decoder[i](y, skips[i])  # (B, C_i, Hp/2^(i+2), Wp/2^(i+2))
         logits = self.head(y)  # (B, 1, Hp/4, Wp/4)
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
-        return logits[:, :, :H, :W].contiguous()  # crop the padding: (B, 1, H, W)
+        logits = logits[:, :, :H, :W]  # crop the padding
+        if scale != 1.0:
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return logits.contiguous()  # (B, 1, height, width)
 
 
 # Each variant's hyperparameters; entry functions apply keyword overrides to a copy.
