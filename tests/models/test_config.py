@@ -12,7 +12,12 @@ from istd.models import MiMConfig, build_model
 
 def test_json_round_trip_keeps_every_field() -> None:
     config = MiMConfig(
-        in_chans=3, scan="local", inner="conv", norm_mean=(0.1, 0.2, 0.3), norm_std=(1, 2, 3)
+        in_chans=3,
+        scan="local",
+        inner="conv",
+        norm_mean=(0.1, 0.2, 0.3),
+        norm_std=(1, 2, 3),
+        input_scale=1.5,
     )
     again = MiMConfig.from_json(config.to_json())
     assert again == config
@@ -32,11 +37,22 @@ def test_json_round_trip_keeps_every_field() -> None:
         ({"norm_std": (0.0,)}, "norm_std"),
         ({"norm_mean": (0.1, 0.2)}, "norm_mean"),
         ({"head_dropout": 1.5}, "head_dropout"),
+        ({"input_scale": 0.0}, "input_scale"),
+        ({"input_scale": 8.0}, "input_scale"),
+        ({"input_scale": float("inf")}, "input_scale"),
+        ({"input_scale": "1.5"}, "input_scale"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_field(overrides: dict, word: str) -> None:
     with pytest.raises(ConfigError, match=word):
         MiMConfig(**overrides)
+
+
+def test_config_json_without_input_scale_runs_at_native_size() -> None:
+    # config.json files written before the field existed (the first shipped weights)
+    data = MiMConfig().to_dict()
+    del data["input_scale"]
+    assert MiMConfig.from_dict(data).input_scale == 1.0
 
 
 def test_unknown_fields_are_rejected() -> None:

@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from istd.errors import DataError
 from istd.models import build_model, list_models
@@ -140,6 +141,22 @@ def test_three_channel_input_and_normalisation() -> None:
         y2 = model(x)
     assert y.shape == (1, 1, 20, 24) and not torch.equal(y, y2)
     assert model.config.norm_std == (0.25, 0.25, 0.25)
+
+
+@pytest.mark.parametrize("scale", [1.5, 0.5])
+def test_input_scale_runs_the_network_on_the_resized_frame(scale: float) -> None:
+    native = _build("mim-istd-test", scan_backend="reference").eval()
+    scaled = _build("mim-istd-test", scan_backend="reference", input_scale=scale).eval()
+    scaled.load_state_dict(native.state_dict())
+    x = _image(2, 1, 37, 50)
+    size = (round(37 * scale), round(50 * scale))
+    with torch.inference_mode():
+        y = scaled(x)
+        small = scale < 1  # shrinking averages (antialias), as cv2's INTER_AREA would
+        resized = F.interpolate(x, size=size, mode="bilinear", antialias=small)
+        expected = F.interpolate(native(resized), size=(37, 50), mode="bilinear")
+    assert y.shape == (2, 1, 37, 50)
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 1, 0, 8), (8, 8)])
