@@ -9,9 +9,10 @@ records the release in release.json (final or intermediate, the hardware, the tr
 and regenerates the whole model card weights/README.md from the files of every weights/*/
 folder: every number on the card is read from those files.
 
-A run started with `--load-from` (its init.json) also brings its first stage: the log and
-config of the weights it started from, as init_log.csv and init_train_config.yaml, once that
-folder is checked to still hold the same weights file (sha256).
+A run started with `--load-from` (its init.json) also brings its earlier stages: the log and
+config of the weights it started from, as stage<k>_log.csv and stage<k>_train_config.yaml, and
+those of the stages before it when it started from a released fine-tuned folder, listed oldest
+first in stages.json, once that folder is checked to still hold the same weights file (sha256).
 
 The new folder is built beside the old one and swapped in (`istd._atomic.replace_dir_atomic`).
 A checkpoint with a lower validation IoU than the released one, or validated on other ids, is
@@ -56,9 +57,11 @@ from istd.errors import ConfigError, IstdError, WeightsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
 from weights_card import (  # noqa: E402
-    FIRST_STAGE_DIR,
+    STAGES_FILE,
+    earlier_stages,
     read_log,
     render_card,
+    stage_dir,
     train_command,
     train_command_line,
     write_card,
@@ -68,8 +71,6 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25_000_000  # the issue's "under 25 MB", in decimal megabytes
 # files of the test split's `istd eval` report kept beside metrics.json: report name -> name here
 TEST_EXTRAS = {"pd_fa.png": "pd_fa.png", "per_image.csv": "per_image_test.csv"}
-# a --load-from run's first stage: (file in the folder it started from, name in the weights folder)
-INIT_FILES = (("log.csv", "init_log.csv"), ("train_config.yaml", "init_train_config.yaml"))
 # (file in the work dir, name in the weights folder)
 RUN_FILES = (
     ("best/model.safetensors", "model.safetensors"),
@@ -141,43 +142,45 @@ def _copy_run(run: Path, tmp: Path, tries: int = 5) -> None:
     raise WeightsError(f"{run / 'best'} kept changing while it was copied; try again")
 
 
-def _first_stage(run: Path) -> dict[str, Any] | None:
-    """A --load-from run's init.json, checked against the folder it names; None for other runs.
+def _earlier_stages(run: Path) -> list[tuple[dict[str, Any], Path, Path]]:
+    """A --load-from run's earlier stages, oldest first: (record, log.csv, config) each.
 
-    The folder must still hold the same weights file (sha256), with the log and config that
-    made it and no first stage of its own, so that the card can give both stages' commands.
+    The folder it started from must still hold the same weights file (sha256) with the log and
+    config that made it. A released folder brings its own earlier stages along; a work dir's
+    best/ must come from a run from scratch (release a fine-tuned run before tuning it again).
     """
     path = run / INIT_RECORD
     if not path.is_file():
-        return None
+        return []
     init = json.loads(path.read_text(encoding="utf-8"))
     folder = Path(init["folder"])
-    if folder.name == "best" and not (folder / "log.csv").is_file():
-        # a work dir's best/: its log and config lie beside it
-        files = {
-            "log.csv": folder.parent / "log.csv",
-            "train_config.yaml": folder.parent / "config.yaml",
-        }
+    work_dir = folder.name == "best" and not (folder / "log.csv").is_file()
+    if work_dir:  # a work dir's best/: its log and config lie beside it
+        log, config = folder.parent / "log.csv", folder.parent / "config.yaml"
     else:
-        files = {"log.csv": folder / "log.csv", "train_config.yaml": folder / "train_config.yaml"}
+        log, config = folder / "log.csv", folder / "train_config.yaml"
     weights = folder / "model.safetensors"
     if not weights.is_file() or sha256_file(weights) != init["weights_sha256"]:
         raise WeightsError(
             f"{run} started from {weights} (--load-from), which no longer holds those weights "
-            f"(sha256 {init['weights_sha256'][:12]}...): the first stage cannot be documented"
+            f"(sha256 {init['weights_sha256'][:12]}...): its earlier stages cannot be documented"
         )
-    missing = [str(p) for p in files.values() if not p.is_file()]
+    missing = [str(p) for p in (log, config) if not p.is_file()]
     if missing:
-        raise WeightsError(f"{run}: the first stage's {', '.join(missing)} missing")
-    if (folder / INIT_RECORD).is_file() or (folder.parent / INIT_RECORD).is_file():
+        raise WeightsError(f"{run}: the earlier stage's {', '.join(missing)} missing")
+    if work_dir and (folder.parent / INIT_RECORD).is_file():
         raise WeightsError(
-            f"{run} started from {folder}, itself fine-tuned: the card documents one first stage"
+            f"{run} started from {folder}, itself fine-tuned and not released: release that "
+            "run first and fine-tune the released folder"
         )
+    stages = [
+        (stage, folder / stage["log"], folder / stage["train_config"])
+        for stage in ([] if work_dir else earlier_stages(folder))
+    ]
     release_json = folder / "release.json"
     first = json.loads(release_json.read_text(encoding="utf-8")) if release_json.is_file() else {}
     init["release"] = {k: first.get(k) for k in ("name", "train_command", "hardware_note", "notes")}
-    init["files"] = {str(files[key]): target for key, target in INIT_FILES}
-    return init
+    return [*stages, (init, log, config)]
 
 
 def _val_iou(meta: dict[str, Any]) -> float | None:
@@ -316,7 +319,7 @@ def release(
         raise ConfigError("--eval-test: the test split is evaluated once, on final weights; "
                           "add --final (or drop --eval-test for an intermediate release)")  # fmt: skip
     meta = _check_run(run)
-    first_stage = _first_stage(run)
+    stages = _earlier_stages(run)
     dst = root / name
     # A release killed between its two renames left the old weights at .<name>.old; restore
     # them, or the check below finds no weights and the swap deletes them.
@@ -324,7 +327,7 @@ def release(
     _refuse_worse(dst, meta, force)
     resolved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     try:
-        command = train_command_line(resolved, load_from=FIRST_STAGE_DIR if first_stage else None)
+        command = train_command_line(resolved, load_from=stage_dir(len(stages)) if stages else None)
     except ConfigError:
         command = None
     record = {
@@ -342,12 +345,19 @@ def release(
 
     def build(tmp: Path) -> None:
         _copy_run(run, tmp)
-        if first_stage is not None:  # copied before the swap: the first stage may be `dst`
-            for source, target in first_stage.pop("files").items():
-                shutil.copyfile(source, tmp / target)
-            write_atomic(
-                tmp / INIT_RECORD, json.dumps(first_stage, indent=2) + "\n", overwrite=True
-            )
+        records = []
+        for k, (stage, log_file, config_file) in enumerate(stages, 1):
+            # copied before the swap: an earlier stage may lie in `dst`
+            stage = {
+                **stage,
+                "log": f"stage{k}_log.csv",
+                "train_config": f"stage{k}_train_config.yaml",
+            }
+            shutil.copyfile(log_file, tmp / stage["log"])
+            shutil.copyfile(config_file, tmp / stage["train_config"])
+            records.append(stage)
+        if records:
+            write_atomic(tmp / STAGES_FILE, json.dumps(records, indent=2) + "\n", overwrite=True)
         from_pretrained(tmp)  # refuse weights that do not load
         extra = json.loads((tmp / "config.json").read_text(encoding="utf-8")).get("extra", {})
         write_training_curves(tmp, pd.read_csv(tmp / "log.csv"), extra.get("epoch"))

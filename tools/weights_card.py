@@ -29,7 +29,15 @@ TARGETS = (("iou", "IoU", ">=", 0.75), ("pd", "Pd", ">=", 0.97), ("fa", "Fa", "<
 
 
 LATEST_ROWS = 8
-FIRST_STAGE_DIR = "WORK1/best"  # a fine-tuned model's first stage, in its printed commands
+# A fine-tuned model's earlier stages, oldest first (one record each, with the names of its log
+# and config in the folder). Folders released before chains were supported hold one earlier
+# stage as init.json, init_log.csv and init_train_config.yaml.
+STAGES_FILE = "stages.json"
+
+
+def stage_dir(k: int) -> str:
+    """Where stage k's best checkpoint lies in the printed commands (stage 1: WORK1/best)."""
+    return f"WORK{k}/best"
 
 
 def read_log(path: Path) -> list[dict[str, float | None]]:
@@ -125,8 +133,24 @@ def _saved_config(path: Path) -> dict[str, Any] | None:
     return config_from_saved(yaml.safe_load(path.read_text(encoding="utf-8")), str(path)).to_dict()
 
 
-def _json(path: Path) -> dict[str, Any] | None:
+def _json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def earlier_stages(folder: Path) -> list[dict[str, Any]]:
+    """A released folder's earlier training stages, oldest first; [] for a run from scratch.
+
+    Each is the `init.json` record of the stage that followed it (the weights' sha256, best
+    epoch and val metrics), its own release record under `release`, and under `log` and
+    `train_config` the names of its log.csv and config in `folder`.
+    """
+    stages = _json(folder / STAGES_FILE)
+    if stages is not None:
+        return stages
+    init = _json(folder / "init.json")  # released before chains: one earlier stage
+    if init is None:
+        return []
+    return [{**init, "log": "init_log.csv", "train_config": "init_train_config.yaml"}]
 
 
 def _distance(m: dict[str, Any], where: str) -> str:
@@ -248,9 +272,9 @@ def _section(folder: Path) -> list[str]:
             + " |"
         )
     lines.append(f"| epochs | {done} done of {planned} planned |")
-    init = _json(folder / "init.json")
-    if init is not None:
-        lines.append(_first_stage_row(folder, init))
+    stages = earlier_stages(folder)
+    for k, stage in enumerate(stages, 1):
+        lines.append(_stage_row(folder, k, stage, len(stages)))
     if rows:
         epoch_s = sum(r["epoch_s"] or 0.0 for r in rows)
         ips = sorted(r["images_per_s"] for r in rows if r.get("images_per_s") is not None)
@@ -279,17 +303,21 @@ def _section(folder: Path) -> list[str]:
         f"| weights | model.safetensors, {size:.1f} MB, sha256 `{rel.get('weights_sha256', 'not recorded')}` |"
     )
     lines.append(f"| released | {rel.get('released_utc', 'not recorded')} |")
-    # a fine-tuned model's first stage keeps its release notes in init.json
-    first_notes = ((init or {}).get("release") or {}).get("notes") or []
-    notes = list(rel.get("notes") or []) + [f"First stage: {note}" for note in first_notes]
+    # each earlier stage keeps the notes of its own release
+    notes = list(rel.get("notes") or [])
+    for k, stage in enumerate(stages, 1):
+        notes += [f"Stage {k}: {note}" for note in (stage.get("release") or {}).get("notes") or []]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += ["", "Command (the resolved config is `train_config.yaml`):", "", "```"]
-    start = FIRST_STAGE_DIR if init is not None else None
+    start = stage_dir(len(stages)) if stages else None
     with contextlib.suppress(ConfigError, TypeError, KeyError):
-        if init is not None:
-            first = _saved_config(folder / "init_train_config.yaml")
-            lines.append(f"{train_command_line(first, 'WORK1')}   # first stage")
+        for k, stage in enumerate(stages, 1):
+            config = _saved_config(folder / stage["train_config"])
+            earlier = stage_dir(k - 1) if k > 1 else None
+            lines.append(
+                f"{train_command_line(config, f'WORK{k}', load_from=earlier)}   # stage {k}"
+            )
         lines.append(train_command_line(train, load_from=start) if train else rel["train_command"])
     again = f" --load-from {start}" if start else ""
     lines += [f"istd train weights/{name}/train_config.yaml --work-dir WORK{again}   # the same config",
@@ -351,16 +379,18 @@ def _section(folder: Path) -> list[str]:
     return lines
 
 
-def _first_stage_row(folder: Path, init: dict[str, Any]) -> str:
-    """The card row of a fine-tuned model's first stage (init.json, init_log.csv)."""
-    rows = read_log(folder / "init_log.csv") if (folder / "init_log.csv").is_file() else []
+def _stage_row(folder: Path, k: int, stage: dict[str, Any], n_stages: int) -> str:
+    """The card row of earlier stage k of n_stages (its record, log and config in `folder`)."""
+    log = folder / stage["log"]
+    rows = read_log(log) if log.is_file() else []
     epochs = int(rows[-1]["epoch"]) if rows else "n/a"
     hours = sum(r["epoch_s"] or 0.0 for r in rows) / 3600
-    val = (init.get("val_metrics") or {}).get("iou")
+    val = (stage.get("val_metrics") or {}).get("iou")
+    started = "this run" if k == n_stages else f"stage {k + 1}"
     return (
-        f"| first stage | {epochs} epochs of `init_train_config.yaml` ({hours:.2f} h, log "
-        f"`init_log.csv`); its best checkpoint (epoch {init.get('epoch')}, val IoU {_f(val)}, "
-        f"sha256 `{init['weights_sha256']}`) started this run (`--load-from`) |"
+        f"| stage {k} | {epochs} epochs of `{stage['train_config']}` ({hours:.2f} h, log "
+        f"`{stage['log']}`); its best checkpoint (epoch {stage.get('epoch')}, val IoU {_f(val)}, "
+        f"sha256 `{stage['weights_sha256']}`) started {started} (`--load-from`) |"
     )
 
 

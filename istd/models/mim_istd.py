@@ -124,7 +124,9 @@ class MiMISTD(nn.Module, HubMixin):
         scale = self.config.input_scale
         if scale != 1.0:  # see MiMConfig.input_scale
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            x = F.interpolate(
+                x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
+            )
         # Zero after normalisation = the mean intensity: a neutral fill for the padding.
         x, H, W = pad_to_multiple(x, self.pad_multiple)  # (B, in, Hp, Wp)
         words, sentences = self.stem(x)  # (B, Hp/2, Wp/2, w0) | None, (B, Hp/8, Wp/8, C0)
@@ -143,7 +145,9 @@ class MiMISTD(nn.Module, HubMixin):
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
         logits = logits[:, :, :H, :W]  # crop the padding
         if scale != 1.0:
-            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            logits = F.interpolate(
+                logits, size=(height, width), mode="bilinear", align_corners=False
+            )
         return logits.contiguous()  # (B, 1, height, width)
 
 

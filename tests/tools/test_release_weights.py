@@ -277,7 +277,7 @@ def test_card_recipe_names_the_rescale_and_average_when_used(tmp_path: Path) -> 
     assert card.count("moving average, decay 0.99 per step") == 1
 
 
-def test_fine_tuned_run_documents_its_first_stage(tmp_path: Path) -> None:
+def test_fine_tuned_runs_document_their_earlier_stages(tmp_path: Path) -> None:
     from istd.engine.checkpoint import write_init_record
 
     root, quiet = (
@@ -287,32 +287,73 @@ def test_fine_tuned_run_documents_its_first_stage(tmp_path: Path) -> None:
     rw.release(make_run(tmp_path / "first", 0.5, epochs=4), "w", notes=["made first"], **quiet)
     tuned = make_run(tmp_path / "tuned", 0.6, seed=1, sets=("optim.lr=0.002",))
     write_init_record(tuned, root / "w")  # as `istd train --load-from weights/w` does
-    dst = rw.release(tuned, "w", **quiet)  # replaces the folder it started from
-    assert (dst / "init_log.csv").read_text() == (tmp_path / "first" / "log.csv").read_text()
-    assert (dst / "init_train_config.yaml").read_text() == (
+    dst = rw.release(tuned, "w", notes=["made second"], **quiet)  # replaces its starting folder
+    assert (dst / "stage1_log.csv").read_text() == (tmp_path / "first" / "log.csv").read_text()
+    assert (dst / "stage1_train_config.yaml").read_text() == (
         tmp_path / "first" / "config.yaml"
     ).read_text()
-    init = json.loads((dst / "init.json").read_text())
-    assert init["epoch"] == 4 and init["val_metrics"]["iou"] == 0.5
+    (stage,) = json.loads((dst / "stages.json").read_text())
+    assert stage["epoch"] == 4 and stage["val_metrics"]["iou"] == 0.5
     card = (root / "README.md").read_text()
-    assert "| first stage | 4 epochs of `init_train_config.yaml`" in card
-    assert "- First stage: made first" in card
+    assert "| stage 1 | 4 epochs of `stage1_train_config.yaml`" in card
+    assert "started this run (`--load-from`)" in card
+    assert "- Stage 1: made first" in card
     assert "--work-dir WORK1 --set model.name=mim-istd-test" in card  # the first stage's command
     assert "--work-dir WORK --load-from WORK1/best --set" in card
     release = json.loads((dst / "release.json").read_text())
     assert "--load-from WORK1/best" in release["train_command"]
 
-    # a run whose starting weights were replaced since cannot name its first stage
-    again = make_run(tmp_path / "again", 0.7, seed=3)
+    # tuned again from the released fine-tuned folder: both earlier stages, oldest first
+    third = make_run(tmp_path / "third", 0.7, epochs=2, seed=2, sets=("optim.lr=0.001",))
+    write_init_record(third, dst)
+    dst = rw.release(third, "w", **quiet)
+    first, second = json.loads((dst / "stages.json").read_text())
+    assert (first["epoch"], second["epoch"]) == (4, 3)
+    assert (dst / "stage2_log.csv").read_text() == (tmp_path / "tuned" / "log.csv").read_text()
+    assert (dst / "stage1_log.csv").read_text() == (tmp_path / "first" / "log.csv").read_text()
+    card = (root / "README.md").read_text()
+    assert "started stage 2 (`--load-from`)" in card and "| stage 2 | 3 epochs of" in card
+    assert "- Stage 1: made first" in card and "- Stage 2: made second" in card
+    assert "--work-dir WORK2 --load-from WORK1/best --set" in card
+    assert "--work-dir WORK --load-from WORK2/best --set" in card
+
+    # a run whose starting weights were replaced since cannot name its earlier stages
+    again = make_run(tmp_path / "again", 0.8, seed=3)
     write_init_record(again, tmp_path / "first" / "best")
     (tmp_path / "first" / "best" / "model.safetensors").write_bytes(b"other")
     with pytest.raises(WeightsError, match="no longer holds those weights"):
         rw.release(again, "w", **quiet)
-    # nor one started from a fine-tuned model (the card documents one first stage)
-    chained = make_run(tmp_path / "chained", 0.7, seed=4)
-    write_init_record(chained, dst)
-    with pytest.raises(WeightsError, match="itself fine-tuned"):
+    # nor one started from a work dir's fine-tuned, unreleased best/
+    chained = make_run(tmp_path / "chained", 0.8, seed=4)
+    write_init_record(chained, tmp_path / "third" / "best")
+    with pytest.raises(WeightsError, match="release that run first"):
         rw.release(chained, "w", **quiet)
+
+
+def test_folders_released_before_stages_json_keep_their_first_stage(tmp_path: Path) -> None:
+    # the layout of releases before chained stages: init.json, init_log.csv, init_train_config
+    from istd.engine.checkpoint import write_init_record
+
+    root, quiet = tmp_path / "weights", {"weights_root": tmp_path / "weights", "log": print}
+    first = make_run(tmp_path / "first", 0.5, epochs=4)
+    tuned = make_run(tmp_path / "tuned", 0.6, seed=1)
+    write_init_record(tuned, first / "best")
+    dst = rw.release(tuned, "w", notes=["made second"], **quiet)
+    (stage,) = json.loads((dst / "stages.json").read_text())
+    (dst / "stages.json").unlink()
+    (dst / "stage1_log.csv").rename(dst / "init_log.csv")
+    (dst / "stage1_train_config.yaml").rename(dst / "init_train_config.yaml")
+    del stage["log"], stage["train_config"]
+    (dst / "init.json").write_text(json.dumps(stage))
+    card = rw.render_card(root)
+    assert "| stage 1 | 4 epochs of `init_train_config.yaml` (0.11 h, log `init_log.csv`)" in card
+
+    third = make_run(tmp_path / "third", 0.7, seed=2)
+    write_init_record(third, dst)
+    dst = rw.release(third, "w", **quiet)
+    assert [s["epoch"] for s in json.loads((dst / "stages.json").read_text())] == [4, 3]
+    assert (dst / "stage1_log.csv").read_text() == (first / "log.csv").read_text()
+    assert not (dst / "init.json").exists() and not (dst / "init_log.csv").exists()
 
 
 def test_card_only_adds_notes_to_a_release(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
