@@ -355,6 +355,44 @@ def _run(
     )
     dataset_name = Path(cfg.data.root).name
 
+    def validate_and_publish(epoch: int, row: dict[str, Any]) -> None:
+        """Validate `published` after `epoch` epochs into `row`; a new best goes to best/."""
+        metrics = validate(published, val_loader, t.threshold, dev)
+        logged = (*LOG_METRICS, t.best_metric)
+        row.update({f"val_{k}": v for k, v in metrics.items() if k in logged})
+        if t.best_metric not in metrics:
+            raise ConfigError(
+                f"train.best_metric {t.best_metric!r} unknown; known: {', '.join(metrics)}"
+            )
+        value = metrics[t.best_metric]
+        better = state.best_value is None or (
+            value > state.best_value if t.best_mode == "max" else value < state.best_value
+        )
+        if better and math.isfinite(value):
+            state.best_value, state.best_epoch = value, epoch
+            extra = {
+                "dataset": f"{dataset_name} ({cfg.data.train_split} split)",
+                "metrics": metrics,
+                "split": f"validation: {cfg.data.val_split or 'held out of train'}",
+                "split_sha256": splits, "epoch": epoch, "train_config": cfg.to_dict(),
+            }  # fmt: skip
+            write_best(work_dir / "best", published, extra)
+            reporter.note(f"epoch {epoch}: best {t.best_metric} {value:.4f} -> best/")
+
+    if load_from is not None and record is None and info.is_main:
+        # Epoch 0: the starting weights under this run's config (its validation split, its
+        # model overrides), so that fine-tuning never publishes worse weights than it began
+        # with and the log shows where it began.
+        began = time.perf_counter()
+        row: dict[str, Any] = {"epoch": 0, "step": 0, "loss": None, "lr": None}
+        validate_and_publish(0, row)
+        row.update(images_per_s=None, epoch_s=time.perf_counter() - began)
+        state.wall_time += row["epoch_s"]
+        row["wall_time_s"] = state.wall_time
+        state.history.append(row)
+        write_log(work_dir, state.history)
+        write_training_curves(work_dir, pd.DataFrame(state.history), state.best_epoch)
+
     for epoch in range(state.epoch, t.epochs):
         began = time.perf_counter()
         seed_everything(t.seed, epoch, info.rank)
@@ -367,7 +405,7 @@ def _run(
         )  # fmt: skip
         state.step += stats.steps
         images = all_reduce_sum(float(stats.images), dev)
-        row: dict[str, Any] = {
+        row = {
             "epoch": epoch + 1,
             "step": state.step,
             "loss": all_reduce_mean(stats.loss, dev),
@@ -375,27 +413,7 @@ def _run(
         }
         last = epoch + 1 == t.epochs
         if info.is_main and ((epoch + 1) % t.val_every == 0 or last):
-            metrics = validate(published, val_loader, t.threshold, dev)
-            logged = (*LOG_METRICS, t.best_metric)
-            row.update({f"val_{k}": v for k, v in metrics.items() if k in logged})
-            if t.best_metric not in metrics:
-                raise ConfigError(
-                    f"train.best_metric {t.best_metric!r} unknown; known: {', '.join(metrics)}"
-                )
-            value = metrics[t.best_metric]
-            better = state.best_value is None or (
-                value > state.best_value if t.best_mode == "max" else value < state.best_value
-            )
-            if better and math.isfinite(value):
-                state.best_value, state.best_epoch = value, epoch + 1
-                extra = {
-                    "dataset": f"{dataset_name} ({cfg.data.train_split} split)",
-                    "metrics": metrics,
-                    "split": f"validation: {cfg.data.val_split or 'held out of train'}",
-                    "split_sha256": splits, "epoch": epoch + 1, "train_config": cfg.to_dict(),
-                }  # fmt: skip
-                write_best(work_dir / "best", published, extra)
-                reporter.note(f"epoch {epoch + 1}: best {t.best_metric} {value:.4f} -> best/")
+            validate_and_publish(epoch + 1, row)
         row["images_per_s"] = images / max(stats.seconds, 1e-9)
         row["epoch_s"] = time.perf_counter() - began
         state.wall_time += row["epoch_s"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -317,6 +318,14 @@ def test_load_from_initialises_the_network(synthetic: Path, tmp_path: Path) -> N
     assert init["weights_sha256"] == sha256_file(first.work_dir / "best" / "model.safetensors")
     assert init["epoch"] == 1 and "iou" in init["val_metrics"]
     assert not (first.work_dir / "init.json").exists()
+    # epoch 0 validates the starting weights; unchanged weights do not displace them in best/
+    log = pd.read_csv(second.work_dir / "log.csv")
+    assert list(log["epoch"]) == [0, 1] and pd.isna(log["loss"][0])
+    assert log["val_iou"][0] == pytest.approx(init["val_metrics"]["iou"])
+    assert second.best_epoch == 0
+    best = load_file(second.work_dir / "best" / "model.safetensors")
+    assert all(torch.equal(best[k], start[k]) for k in start)
+    assert (second.work_dir / "curves.png").is_file()
     with pytest.raises(WeightsError):
         fit(
             "mim-istd_nuaa-sirst",

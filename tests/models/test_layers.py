@@ -93,6 +93,16 @@ def test_ss2d_sees_the_whole_grid_in_both_axes() -> None:
     assert (delta > 0).all(), "every token should depend on every other through some direction"
 
 
+def test_ss2d_trains_after_a_first_call_under_inference_mode() -> None:
+    # fine-tuning validates the starting weights first: the grid's scan tables are built then
+    m = SS2D(8, d_state=4, backend="reference")
+    x = torch.randn(1, 3, 5, 8)
+    with torch.inference_mode():
+        m(x)
+    m(x).sum().backward()
+    assert m.x_proj_weight.grad is not None
+
+
 def test_ss2d_init_follows_mamba() -> None:
     m = SS2D(32, d_state=16)
     assert m.dt_rank == 2 and m.d_inner == 64 and m.K == 4

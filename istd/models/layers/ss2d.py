@@ -124,8 +124,11 @@ class SS2D(nn.Module):
         block (and rule out CUDA-graph capture)."""
         key = (H, W, torch.device("cpu") if device is None else device)
         if key not in self._orders:  # index tables depend on the grid size only
-            order = build_scan_order(self.scan, H, W, self.window)
-            index, inverse = order.index.to(key[2]), order.inverse.to(key[2])
+            # Normal tensors even when first met under inference_mode (validation before
+            # training): autograd refuses to save inference tensors for the backward.
+            with torch.inference_mode(False):
+                order = build_scan_order(self.scan, H, W, self.window)
+                index, inverse = order.index.to(key[2]), order.inverse.to(key[2])
             self._orders[key] = dataclasses.replace(order, index=index, inverse=inverse)
         return self._orders[key]
 
