@@ -97,6 +97,16 @@ PrecisionOption = Annotated[
 ]
 
 
+InputScaleOption = Annotated[
+    float | None,
+    typer.Option(
+        "--input-scale",
+        help="Run the network on frames resized by this factor, 0.25-4 (compute grows with its "
+        "square); default: the weights' own (input_scale in their config.json, 1 when absent).",
+    ),
+]
+
+
 def overwrite_option(help: str) -> Any:
     """The ``--overwrite`` flag; `help` says what this command would replace."""
     return typer.Option("--overwrite", help=help)

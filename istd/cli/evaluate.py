@@ -13,6 +13,7 @@ from rich.table import Table
 from istd.cli._options import (
     FIRST_RUN_NOTE,
     DeviceOption,
+    InputScaleOption,
     ModelOption,
     Precision,
     PrecisionOption,
@@ -107,6 +108,7 @@ def eval_command(
     gallery: Annotated[int, typer.Option(help="Number of worst images drawn in the report.")] = 8,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = Precision.float32,
+    input_scale: InputScaleOption = None,
     overwrite: Annotated[
         bool, overwrite_option("Replace the files of an existing report.")
     ] = False,
@@ -142,6 +144,7 @@ def eval_command(
             matching=matching.value,
             device=device,
             precision=precision.value,
+            input_scale=input_scale,
             limit=limit,
             gallery=gallery,
             overwrite=overwrite,

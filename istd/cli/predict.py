@@ -15,6 +15,7 @@ from istd.cli._options import (
     FIRST_RUN_NOTE,
     BatchOption,
     DeviceOption,
+    InputScaleOption,
     ModelOption,
     Precision,
     PrecisionOption,
@@ -80,6 +81,7 @@ def predict(
     batch: BatchOption = 8,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = Precision.auto,
+    input_scale: InputScaleOption = None,
     shard: Annotated[
         str, typer.Option(help="Process the K-th of N slices of the inputs, as K/N.")
     ] = "1/1",
@@ -148,6 +150,7 @@ def predict(
             tile=tile,
             batch_size=batch,
             precision=precision.value,
+            input_scale=input_scale,
             options=options,
             recursive=recursive,
             glob=glob,
@@ -203,6 +206,7 @@ def eval_video(
     batch: BatchOption = 8,
     device: DeviceOption = "cpu",
     precision: PrecisionOption = Precision.auto,
+    input_scale: InputScaleOption = None,
     overwrite: Annotated[
         bool, overwrite_option("Replace existing --json / --markdown files.")
     ] = False,
@@ -239,6 +243,7 @@ def eval_video(
             threshold=threshold,
             batch_size=batch,
             precision=precision.value,
+            input_scale=input_scale,
             margin=margin,
             json_path=json_path,
             markdown_path=markdown,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from istd.errors import BackendError, DataError
+from istd.errors import BackendError, ConfigError, DataError
 from istd.metrics import Metrics
 from istd.metrics.report import EvalRun, GalleryItem, overlay, prepare_out_dir, write_comparison
 from istd.metrics.report import write_report as write_run_report
@@ -202,6 +202,7 @@ def _model_facts(source: str, model: nn.Module) -> dict[str, Any]:
     else:
         facts.update(weights=None, weights_sha256=None)  # a weight-free detector
     facts["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    facts["input_scale"] = getattr(getattr(model, "config", None), "input_scale", None)
     return facts
 
 
@@ -267,6 +268,7 @@ def run_evaluation(
     matching: str = "first",
     device: str = "cpu",
     precision: str = "float32",
+    input_scale: float | None = None,
     limit: int | None = None,
     gallery: int = 8,
     overwrite: bool = False,
@@ -287,6 +289,8 @@ def run_evaluation(
         device: `cpu` or `cuda`.
         precision: the dense convolutions' precision (`istd.models.precision`); float32, the
             default, gives the figures comparable across machines.
+        input_scale: run every network on frames resized by this factor; None: each
+            network's own (`MiMConfig.input_scale`). Metrics are always at native resolution.
         limit: evaluate only the first `limit` ids of the split.
         gallery: how many worst images to draw.
         overwrite: replace files of an existing report.
@@ -302,7 +306,7 @@ def run_evaluation(
 
     from istd.data import IRSTDDataset, open_dataset
     from istd.engine.train_data import ids_sha256
-    from istd.models import from_pretrained
+    from istd.models import MiMISTD, from_pretrained, set_input_scale
 
     if not sources:
         raise DataError("no model to evaluate: pass --weights, --model or --compare")
@@ -316,6 +320,12 @@ def run_evaluation(
         raise DataError(f"{data}: split {split!r} holds no samples")
     # Load every model before writing anything, so a bad source fails fast and leaves no files.
     models = [(s, from_pretrained(s, device=dev)) for s in sources]
+    if input_scale is not None:  # networks only: weight-free detectors in --compare run as ever
+        networks = [m for _, m in models if isinstance(m, MiMISTD)]
+        if not networks:
+            raise ConfigError(f"input scale {input_scale}: none of {', '.join(sources)} has one")
+        for model in networks:
+            set_input_scale(model, input_scale)
     out_dir = prepare_out_dir(out, overwrite)
     dataset = IRSTDDataset(samples, split=split)
     data_facts = {

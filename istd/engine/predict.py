@@ -119,6 +119,8 @@ class Predictor:
         precision: ``auto`` (bfloat16 dense convolutions on a CPU that multiplies bfloat16
             natively, float32 elsewhere), ``float32`` or ``bfloat16``; see
             `istd.models.precision`.
+        input_scale: run the network on frames resized by this factor (0.25-4; compute grows
+            with its square); None: the weights' own (`MiMConfig.input_scale`).
         cuda_graphs: on a GPU, capture the network for a batch shape met a third time and
             replay it from then on: MiM-ISTD launches ~1,700 small kernels per forward, and
             launching them costs the CPU several times what the GPU spends running them
@@ -145,6 +147,7 @@ class Predictor:
         overlap: int | None = None,
         batch_size: int = 8,
         precision: str = "auto",
+        input_scale: float | None = None,
         cuda_graphs: bool = True,
     ) -> None:
         if weights is not None and model is not None:
@@ -174,11 +177,14 @@ class Predictor:
             source = DEFAULT_WEIGHTS if source is None else source
             self.model = from_pretrained(source, device=self.device)
             self.weights_id = Path(str(source)).name if weights is not None else str(source)
-        self.model = self.model.to(self.device).eval()
+        from istd.models import set_input_scale
+
+        self.model = set_input_scale(self.model, input_scale).to(self.device).eval()
         if not has_dense_convs(self.model):
             self.conv_dtype = torch.float32  # nothing to switch (weight-free detectors)
         config = getattr(self.model, "config", None)
         self.in_chans = int(getattr(config, "in_chans", 1) or 1)
+        self.input_scale: float | None = getattr(config, "input_scale", None)  # None: no network
         self.threshold = float(threshold)
         self.tile = int(tile)
         self.overlap = int(overlap)

@@ -95,6 +95,7 @@ class PredictSummary:
     threshold: float
     shard: str
     conv_dtype: str  # the dense convolutions' dtype (`istd.models.precision`)
+    input_scale: float | None  # the network's (`MiMConfig.input_scale`); None: no network
 
 
 def outputs_for(item: InputItem, out: Path, options: PredictOptions) -> list[Path]:
@@ -394,6 +395,7 @@ def run_predict(
         threshold=predictor.threshold,
         shard=f"{shard[0]}/{shard[1]}",
         conv_dtype=str(predictor.conv_dtype).removeprefix("torch."),
+        input_scale=predictor.input_scale,
     )
     with atomic_text(summary_path) as handle:
         json.dump(asdict(summary), handle, indent=2)
@@ -421,6 +423,7 @@ def predict_paths(
     tile: int = 1024,
     batch_size: int = 8,
     precision: str = "auto",
+    input_scale: float | None = None,
     options: PredictOptions | None = None,
     recursive: bool = False,
     glob: str = "*",
@@ -444,6 +447,7 @@ def predict_paths(
         tile: tile size for large frames.
         batch_size: frames per forward pass.
         precision: dense-convolution precision (`istd.Predictor`).
+        input_scale: the network's input scale; None: the weights' own (`istd.Predictor`).
         options: output switches.
         recursive: search folders recursively.
         glob: file pattern in folders.
@@ -480,6 +484,7 @@ def predict_paths(
         tile=tile,
         batch_size=batch_size,
         precision=precision,
+        input_scale=input_scale,
     )
     if on_start:
         on_start(items)

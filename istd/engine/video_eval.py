@@ -264,6 +264,7 @@ class VideoEvalReport:
     weights: str = ""
     threshold: float = 0.5
     conv_dtype: str = "float32"  # the dense convolutions' dtype (`istd.models.precision`)
+    input_scale: float | None = None  # the network's (`MiMConfig.input_scale`); None: no network
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -271,6 +272,7 @@ class VideoEvalReport:
             "weights": self.weights,
             "threshold": self.threshold,
             "conv_dtype": self.conv_dtype,
+            "input_scale": self.input_scale,
             "total": self.total.to_dict(),
             "videos": [v.to_dict() for v in self.videos],
             "failures": self.failures,
@@ -360,6 +362,7 @@ def evaluate_videos(
         weights=predictor.weights_id,
         threshold=predictor.threshold,
         conv_dtype=str(predictor.conv_dtype).removeprefix("torch."),
+        input_scale=predictor.input_scale,
     )
 
 
@@ -373,6 +376,7 @@ def run_video_eval(
     threshold: float = 0.5,
     batch_size: int = 8,
     precision: str = "auto",
+    input_scale: float | None = None,
     margin: float = 2.0,
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
@@ -393,6 +397,7 @@ def run_video_eval(
         threshold: probability threshold.
         batch_size: frames per forward pass.
         precision: dense-convolution precision (`istd.Predictor`).
+        input_scale: the network's input scale; None: the weights' own (`istd.Predictor`).
         margin: pixels by which label boxes are grown.
         json_path: write the report as JSON here.
         markdown_path: write the Markdown table here.
@@ -420,6 +425,7 @@ def run_video_eval(
         threshold=threshold,
         batch_size=batch_size,
         precision=precision,
+        input_scale=input_scale,
     )
     if on_start:
         on_start(pairs)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from istd.errors import DataError
+from istd.errors import ConfigError, DataError
 from istd.models._registry import register_model
 from istd.models.config import MiMConfig
 from istd.models.hub import HubMixin
@@ -105,6 +105,10 @@ class MiMISTD(nn.Module, HubMixin):
         self.norm_mean = torch.tensor(self.config.norm_mean, **dd).view(1, -1, 1, 1)
         self.norm_std = torch.tensor(self.config.norm_std, **dd).view(1, -1, 1, 1)
 
+    def set_input_scale(self, scale: float) -> None:
+        """Run on frames resized by `scale` from now on (see `MiMConfig.input_scale`)."""
+        self.config = self.config.replace(input_scale=scale)
+
     def forward(self, x: Tensor) -> Tensor:
         """Predict target logits.
 
@@ -149,6 +153,22 @@ class MiMISTD(nn.Module, HubMixin):
                 logits, size=(height, width), mode="bilinear", align_corners=False
             )
         return logits.contiguous()  # (B, 1, height, width)
+
+
+def set_input_scale(model: nn.Module, scale: float | None) -> nn.Module:
+    """Make a network run on frames resized by `scale` (None keeps its own); returns `model`.
+
+    Raises:
+        ConfigError: `scale` outside [0.25, 4], or a model without an input scale (the
+            weight-free detectors).
+    """
+    if scale is None:
+        return model
+    if not isinstance(model, MiMISTD):
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ConfigError(f"input scale {scale}: model {name!r} has none (networks only)")
+    model.set_input_scale(scale)
+    return model
 
 
 # Each variant's hyperparameters; entry functions apply keyword overrides to a copy.

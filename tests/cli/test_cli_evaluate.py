@@ -171,6 +171,15 @@ def test_eval_and_score_refuse_thresholds_outside_0_1_like_predict(tmp_path: Pat
         assert not out.exists()  # refused before the report folder is made
 
 
+def test_eval_input_scale_is_passed_on_and_checked(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    write_png_atomic(root / "images" / "a.png", np.zeros((8, 8), np.uint8))
+    write_png_atomic(root / "masks" / "a.png", np.zeros((8, 8), bool))
+    args = ["eval", "--model", "tophat", "--data", str(root), "--out", str(tmp_path / "o")]
+    _refused(runner.invoke(app, [*args, "--input-scale", "1.5"]), "input scale 1.5", "tophat")
+    assert not (tmp_path / "o").exists()
+
+
 def test_eval_refuses_a_negative_gallery(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     out = tmp_path / "o"

@@ -109,6 +109,19 @@ def test_trained_weights_folder_and_stdin(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.glob("*_prob.png")) == ["img0_prob.png", "img2_prob.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["weights"] == "w" and summary["conv_dtype"] == "float32"
+    assert summary["input_scale"] == 1.0
+    scaled = runner.invoke(
+        app,
+        ["predict", str(src / "img0.png"), "--out", str(tmp_path / "x2"), "--weights",
+         str(weights), "--input-scale", "2"],
+    )  # fmt: skip
+    assert scaled.exit_code == 0, scaled.output
+    assert json.loads((tmp_path / "x2" / "summary.json").read_text())["input_scale"] == 2.0
+    refused = runner.invoke(
+        app, ["predict", str(src), "--out", str(tmp_path / "no"), "--input-scale", "9"]
+    )
+    assert refused.exit_code == 1 and "input_scale" in refused.output
+    assert not (tmp_path / "no").exists()
 
 
 def test_unknown_precision_is_one_line(tmp_path: Path) -> None:

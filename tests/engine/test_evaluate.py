@@ -137,6 +137,25 @@ def test_run_evaluation_with_saved_weights_and_compare(tmp_path: Path) -> None:
     assert list(cmp["model"]) == ["w", "tophat"]
 
 
+def test_input_scale_reaches_the_networks_and_the_report(tmp_path: Path) -> None:
+    from istd.errors import ConfigError
+    from istd.models import build_model, save_pretrained
+
+    data = _synthetic(tmp_path / "ds")
+    weights = str(save_pretrained(build_model("mim-istd-test"), tmp_path / "w"))
+    own = run_evaluation([weights], data, tmp_path / "own", gallery=0)
+    assert own.runs[0].facts["input_scale"] == 1.0  # the weights' own
+    both = run_evaluation([weights, "tophat"], data, tmp_path / "x2", gallery=0, input_scale=2.0)
+    facts = {r.label: r.facts for r in both.runs}
+    assert facts["w"]["input_scale"] == 2.0 and facts["tophat"]["input_scale"] is None
+    assert both.runs[0].metrics["roc_auc"] != own.runs[0].metrics["roc_auc"]
+    with pytest.raises(ConfigError, match="input scale 2.0"):
+        run_evaluation(["tophat"], data, tmp_path / "never", input_scale=2.0)
+    with pytest.raises(ConfigError, match="input_scale"):
+        run_evaluation([weights], data, tmp_path / "never", input_scale=10.0)
+    assert not (tmp_path / "never").exists()
+
+
 def test_bad_sources_fail_before_writing(tmp_path: Path) -> None:
     data = _synthetic(tmp_path / "ds")
     out = tmp_path / "never"

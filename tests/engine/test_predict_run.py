@@ -76,6 +76,7 @@ def test_folder_run_outputs_and_failures(inputs: Path, tmp_path: Path) -> None:
         summary["processed"] == 4 and summary["frames"] == 4 and summary["weights"] == "bright-spot"
     )
     assert summary["conv_dtype"] == "float32"  # bright-spot has no convolutions to switch
+    assert summary["input_scale"] is None  # nor an input scale
     assert sorted(f["path"].rsplit("/", 1)[1] for f in summary["failures"]) == [
         "empty.png",
         "text.png",

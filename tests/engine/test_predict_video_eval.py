@@ -143,6 +143,7 @@ def test_run_writes_reports_once(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["total"]["pd"] is None and math.isnan(report.total.pd)  # no labelled frame
     assert data["conv_dtype"] == "float32"  # tophat has no convolutions to switch
+    assert data["input_scale"] is None
     assert data["weights"] == "tophat" and (tmp_path / "r.md").read_text().startswith("| video |")
     with pytest.raises(DataError, match="already exists"):
         run_video_eval(

@@ -124,6 +124,26 @@ def test_bad_options(kwargs: dict) -> None:
         Predictor(model=BrightSpot(), **kwargs)
 
 
+def test_input_scale_overrides_the_network_s_own() -> None:
+    from istd.models import build_model
+
+    torch.manual_seed(0)
+    network = build_model("mim-istd-test", scan_backend="reference")
+    frame = _frame(37, 50)
+    native = Predictor(model=network, precision="float32")
+    assert native.input_scale == 1.0
+    prob = native.predict_prob(frame[None])
+    scaled = Predictor(model=network, precision="float32", input_scale=2.0)
+    assert scaled.input_scale == 2.0 and network.config.input_scale == 2.0
+    zoomed = scaled.predict_prob(frame[None])
+    assert zoomed.shape == prob.shape and not np.allclose(zoomed, prob)
+    with pytest.raises(ConfigError, match="input_scale"):
+        Predictor(model=network, input_scale=0.1)
+    with pytest.raises(ConfigError, match="'tophat' has none"):
+        Predictor(model="tophat", input_scale=1.5)
+    assert Predictor(model="tophat").input_scale is None
+
+
 def test_precision_is_checked_before_the_weights_load() -> None:
     assert Predictor(model=BrightSpot(), precision="float32").conv_dtype == torch.float32
     with pytest.raises(ConfigError, match="precision"):
