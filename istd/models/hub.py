@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,28 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 
 
+# where a wheel installs the repository's weights/ (pyproject.toml's data-files), under the
+# environment's data path (sys.prefix in a virtual environment)
+INSTALLED_WEIGHTS = ("share", "istd", "weights")
+
+
 def weights_dir() -> Path:
-    """The folder where named weights live: $ISTD_WEIGHTS_DIR, else the repository's weights/."""
+    """The folder where named weights live: $ISTD_WEIGHTS_DIR; else the source checkout's
+    weights/ (an editable install); else the copy a wheel installed (``pip install .`` or from
+    git), in the environment's or the user's data path; else the checkout's path, missing."""
     env = os.environ.get("ISTD_WEIGHTS_DIR")
     if env:
         return Path(env)
     import istd
 
-    return Path(istd.__file__).resolve().parents[1] / "weights"
+    checkout = Path(istd.__file__).resolve().parents[1] / "weights"
+    if checkout.is_dir():
+        return checkout
+    for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")):
+        installed = Path(sysconfig.get_path("data", scheme)).joinpath(*INSTALLED_WEIGHTS)
+        if installed.is_dir():
+            return installed
+    return checkout
 
 
 def _refuse_overwrite(path: Path) -> WeightsError:
@@ -302,8 +317,10 @@ def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None =
                 model = _load_folder(root / name)
             elif name == DEFAULT_WEIGHTS:
                 raise WeightsError(
-                    f"the default weights {DEFAULT_WEIGHTS!r} are not in {root}: no weights are "
-                    "shipped yet; train them with `istd train ...` or pass --weights DIR"
+                    f"the default weights {DEFAULT_WEIGHTS!r} are not in {root}: reinstall istd "
+                    "(a source checkout has them in weights/, a wheel installs them under "
+                    "<prefix>/share/istd/weights), set ISTD_WEIGHTS_DIR to a folder holding them, "
+                    "pass --weights DIR, or train your own with `istd train ...`"
                 )
             elif plain and name in list_models():
                 raise WeightsError(

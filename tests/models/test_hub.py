@@ -57,6 +57,42 @@ def test_named_weights_resolve_under_weights_dir(
     assert from_pretrained("toy-weights").model_name == "mim-istd-test"
 
 
+def test_installed_wheel_finds_its_weights_under_the_data_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a non-editable install: the package sits in site-packages, with no weights/ beside it,
+    # and the wheel's data-files put the weights under <prefix>/share/istd/weights
+    import sysconfig
+
+    import istd
+    from istd.models import weights_dir
+    from istd.models.hub import INSTALLED_WEIGHTS
+
+    monkeypatch.delenv("ISTD_WEIGHTS_DIR", raising=False)
+    package = tmp_path / "lib" / "site-packages" / "istd"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(istd, "__file__", str(package / "__init__.py"))
+    data = tmp_path / "prefix"
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, scheme=None: str(data))
+    assert weights_dir() == tmp_path / "lib" / "site-packages" / "weights"  # nothing installed
+    installed = data.joinpath(*INSTALLED_WEIGHTS)
+    save_pretrained(_toy(), installed / "toy-weights")
+    assert weights_dir() == installed
+    assert from_pretrained("toy-weights").model_name == "mim-istd-test"
+
+
+def test_every_shipped_weights_folder_is_in_the_wheel() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    repo = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())
+    data_files = config["tool"]["setuptools"]["data-files"]
+    folders = sorted(p.parent.name for p in (repo / "weights").glob("*/config.json"))
+    assert folders, "no shipped weights found"
+    for name in folders:
+        assert data_files.get(f"share/istd/weights/{name}") == [f"weights/{name}/*"], name
+    assert data_files.get("share/istd/weights") == ["weights/README.md"]
+
+
 def test_missing_default_weights_say_how_to_get_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
