@@ -72,13 +72,19 @@ def _reporter(quiet: bool) -> Any:
             if self.progress is not None:
                 self.progress.stop()
                 self.progress = None
-            vals = " ".join(f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
-            console.print(
-                f"epoch {row['epoch']}: loss {row['loss']:.4f}  lr {row['lr']:.3g}  "
-                f"{row['images_per_s']:.1f} img/s  {row['epoch_s']:.1f} s"
-                + (f"  val {vals}" if vals else ""),
-                highlight=False,
+            vals = " ".join(
+                f"fa {v * 1e6:.2f}e-6" if k == "val_fa" else f"{k[4:]} {v:.4f}"
+                for k, v in row.items()
+                if k.startswith("val_")
             )
+            if row["loss"] is None:  # epoch 0: the starting weights, before any step
+                head = f"epoch 0 (starting weights): {row['epoch_s']:.1f} s"
+            else:
+                head = (
+                    f"epoch {row['epoch']}: loss {row['loss']:.4f}  lr {row['lr']:.3g}  "
+                    f"{row['images_per_s']:.1f} img/s  {row['epoch_s']:.1f} s"
+                )
+            console.print(head + (f"  val {vals}" if vals else ""), highlight=False)
 
         def note(self, text: str) -> None:
             if (

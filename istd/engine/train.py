@@ -180,7 +180,8 @@ class Reporter:
         """One optimiser step on `images` images ended with `loss`."""
 
     def epoch_end(self, row: dict[str, Any]) -> None:
-        """An epoch ended; `row` is its log.csv row."""
+        """An epoch ended; `row` is its log.csv row (epoch 0, the starting weights validated
+        before a fine-tuning run's first step, has no loss, lr or speed)."""
 
     def note(self, text: str) -> None:
         """A one-line message (resume point, best checkpoint, ...)."""
@@ -392,6 +393,7 @@ def _run(
         state.history.append(row)
         write_log(work_dir, state.history)
         write_training_curves(work_dir, pd.DataFrame(state.history), state.best_epoch)
+        reporter.epoch_end(row)
 
     for epoch in range(state.epoch, t.epochs):
         began = time.perf_counter()

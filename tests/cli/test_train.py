@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,5 +86,12 @@ def test_tiny_real_run(nuaa_sirst: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "epoch 1: loss" in result.output and "done: 1 epochs" in result.output
     assert (work / "best" / "model.safetensors").is_file()
+    # Fa in the field's unit (a raw fraction printed as 0.0000 whatever it was); Rich may wrap
+    assert re.search(r"val iou [\d.]+ niou [\d.]+ pd\s+[\d.]+\s+fa\s+[\d.]+e-6", result.output)
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "already holds a run" in again.output
+    # fine-tuning reports the starting weights' validation as epoch 0, before any step
+    tuned = [a if a != str(work) else str(tmp_path / "tuned") for a in args]
+    tuned = runner.invoke(app, [*tuned, "--load-from", str(work / "best")])
+    assert tuned.exit_code == 0, tuned.output
+    assert re.search(r"epoch 0 \(starting weights\): [\d.]+ s\s+val\s+iou", tuned.output)
