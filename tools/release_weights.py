@@ -24,6 +24,10 @@ Usage:
         [--eval-test DATA_ROOT] [--cross NAME=DATA_ROOT ...] [--force] [--hardware-note TEXT]
         [--note TEXT ...]
     python tools/release_weights.py --card-only [--name NAME --note TEXT ...]
+    python tools/release_weights.py --name NAME --eval-tta DATA_ROOT
+
+`--eval-tta` evaluates a released folder's test split again with flip test-time augmentation
+(`istd eval --tta`) into metrics_tta.json, which the card shows beside the plain figures.
 
 `--card-only` with `--name` and `--note` adds remarks to a released folder's release.json (a
 later run that was tried and not released, say) without touching its weights.
@@ -58,6 +62,7 @@ from istd.errors import ConfigError, IstdError, WeightsError
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
 from weights_card import (  # noqa: E402
     STAGES_FILE,
+    TTA_FILE,
     earlier_stages,
     read_log,
     render_card,
@@ -81,7 +86,15 @@ RUN_FILES = (
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-__all__ = ["hardware", "read_log", "release", "render_card", "train_command", "write_card"]
+__all__ = [
+    "evaluate_tta",
+    "hardware",
+    "read_log",
+    "release",
+    "render_card",
+    "train_command",
+    "write_card",
+]
 
 
 def hardware() -> dict[str, Any]:
@@ -214,7 +227,9 @@ def _refuse_worse(dst: Path, new: dict[str, Any], force: bool) -> None:
         )
 
 
-def _evaluate(folder: Path, name: str, data: Path, limit: int | None, device: str) -> Path:
+def _evaluate(
+    folder: Path, name: str, data: Path, limit: int | None, device: str, tta: bool = False
+) -> Path:
     """Evaluate `folder`'s weights on `data`'s test split; return the report folder (temporary).
 
     The weights are linked into a folder named `name`, so the report's label and the Pd-Fa
@@ -228,7 +243,9 @@ def _evaluate(folder: Path, name: str, data: Path, limit: int | None, device: st
     for file in ("model.safetensors", "config.json"):
         (source / file).symlink_to((folder / file).resolve())
     try:
-        run_evaluation([str(source)], data, work / "report", limit=limit, gallery=0, device=device)
+        run_evaluation(
+            [str(source)], data, work / "report", limit=limit, gallery=0, device=device, tta=tta
+        )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -251,7 +268,7 @@ def _carry_over(
     that dataset with that limit, and never with `reeval`.
     """
     kept = []
-    for path in sorted(old.glob("metrics.json")) + sorted(old.glob("cross_*.json")):
+    for path in sorted(old.glob("metrics*.json")) + sorted(old.glob("cross_*.json")):
         facts = json.loads(path.read_text(encoding="utf-8")).get("facts", {})
         asked = path.name in wanted
         if asked and (reeval or (facts.get("dataset"), facts.get("limit")) != wanted[path.name]):
@@ -416,6 +433,36 @@ def add_notes(name: str, notes: Sequence[str], weights_root: str | Path | None =
     return write_card(root)
 
 
+def evaluate_tta(
+    name: str,
+    data: str | Path,
+    weights_root: str | Path | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+    log: Any = print,
+) -> Path:
+    """Evaluate a released folder's test split with flip TTA into `metrics_tta.json`; rewrite
+    the card. The weights and their plain `metrics.json` are not touched.
+
+    Raises:
+        WeightsError: no released folder of that name.
+    """
+    root = Path(weights_root) if weights_root else REPO / "weights"
+    folder = root / _check_name(name, "weights name")
+    if not (folder / "release.json").is_file():
+        raise WeightsError(
+            f"{folder / 'release.json'} not found: release weights named {name!r} first"
+        )
+    log(f"evaluating {name} on {data} (test split, flip TTA) -> {TTA_FILE}")
+    work = _evaluate(folder, name, Path(data), limit, device, tta=True)
+    try:
+        result = json.dumps(_eval_json(work, name, limit), indent=2) + "\n"
+        write_atomic(folder / TTA_FILE, result, overwrite=True).chmod(0o644)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return write_card(root)
+
+
 def _parse_cross(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -441,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hardware-note", help="training hardware, shown on the card")
     parser.add_argument("--note", dest="notes", action="append", default=[],
                         help="a remark on how the weights were made, listed on the card (repeatable)")  # fmt: skip
+    parser.add_argument("--eval-tta", type=Path, metavar="DATA_ROOT",
+                        help="evaluate a released folder's test split with flip TTA (needs --name)")  # fmt: skip
     parser.add_argument("--eval-limit", type=int, help="first N test images only (smoke)")
     parser.add_argument("--device", default="cpu", help="evaluation device")
     parser.add_argument("--weights-root", type=Path, help="default: the repository's weights/")
@@ -454,6 +503,14 @@ def main(argv: list[str] | None = None) -> int:
                 card = add_notes(args.name, args.notes, args.weights_root)
             else:
                 card = write_card(args.weights_root)
+            print(f"model card: {card}")
+            return 0
+        if args.eval_tta is not None:
+            if args.name is None or args.run is not None:
+                parser.error("--eval-tta takes --name (a released folder), not --run")
+            card = evaluate_tta(
+                args.name, args.eval_tta, args.weights_root, args.eval_limit, args.device
+            )
             print(f"model card: {card}")
             return 0
         if args.run is None or args.name is None:

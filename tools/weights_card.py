@@ -33,6 +33,8 @@ LATEST_ROWS = 8
 # and config in the folder). Folders released before chains were supported hold one earlier
 # stage as init.json, init_log.csv and init_train_config.yaml.
 STAGES_FILE = "stages.json"
+# the test split evaluated with flip test-time augmentation (`istd eval --tta`)
+TTA_FILE = "metrics_tta.json"
 
 
 def stage_dir(k: int) -> str:
@@ -223,6 +225,9 @@ def _section(folder: Path) -> list[str]:
     train = _saved_config(folder / "train_config.yaml")
     rows = read_log(folder / "log.csv") if (folder / "log.csv").is_file() else []
     test, val = _json(folder / "metrics.json"), extra.get("metrics", {})
+    tta = _json(folder / TTA_FILE)
+    if tta is not None and tta["facts"].get("weights_sha256") != rel.get("weights_sha256"):
+        tta = None  # made for another weights file
     params = sum(p.numel() for p in from_pretrained(folder).parameters())
     planned = train["train"]["epochs"] if train else None
     done = int(rows[-1]["epoch"]) if rows else None
@@ -332,6 +337,14 @@ def _section(folder: Path) -> list[str]:
             "| IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|",
             f"| {_metric_cells(test)} |", "",
         ]  # fmt: skip
+        if tta is not None:
+            lines += [
+                f"With flip test-time augmentation, `istd eval ... --tta` (the mean probability "
+                f"over the frame and its horizontal, vertical and double flips; four times the "
+                f"compute): `{TTA_FILE}`." + _limited(tta), "",
+                "| IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|",
+                f"| {_metric_cells(tta)} |", "",
+            ]  # fmt: skip
         lines += _iou_loss_lines(folder / "per_image_test.csv")
     cross = sorted(folder.glob("cross_*.json"))
     if cross:
@@ -372,6 +385,8 @@ def _section(folder: Path) -> list[str]:
             limit = test["facts"].get("limit")
             first = f"the first {limit} images of " if limit else ""
             lines.append(_distance(test, f"{first}the {test['facts']['split']} split"))
+            if tta is not None:
+                lines += ["", _distance(tta, f"the {tta['facts']['split']} split with --tta")]
         else:
             lines.append(_distance(val, "the validation split (the targets are for test, "
                                         "which is not evaluated yet)"))  # fmt: skip

@@ -106,6 +106,15 @@ InputScaleOption = Annotated[
     ),
 ]
 
+TTAOption = Annotated[
+    bool,
+    typer.Option(
+        "--tta",
+        help="Average the probabilities over each frame and its horizontal, vertical and double "
+        "flips: four times the compute, steadier masks.",
+    ),
+]
+
 
 def overwrite_option(help: str) -> Any:
     """The ``--overwrite`` flag; `help` says what this command would replace."""

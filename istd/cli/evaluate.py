@@ -18,6 +18,7 @@ from istd.cli._options import (
     Precision,
     PrecisionOption,
     ThresholdOption,
+    TTAOption,
     WeightsOption,
     cli_errors,
     compiles_first,
@@ -109,6 +110,7 @@ def eval_command(
     device: DeviceOption = "cpu",
     precision: PrecisionOption = Precision.float32,
     input_scale: InputScaleOption = None,
+    tta: TTAOption = False,
     overwrite: Annotated[
         bool, overwrite_option("Replace the files of an existing report.")
     ] = False,
@@ -145,6 +147,7 @@ def eval_command(
             device=device,
             precision=precision.value,
             input_scale=input_scale,
+            tta=tta,
             limit=limit,
             gallery=gallery,
             overwrite=overwrite,
@@ -160,7 +163,8 @@ def eval_command(
         )
     console.print(
         _metrics_table(
-            f"{facts['dataset']} / {facts['split']} (threshold {threshold:g})",
+            f"{facts['dataset']} / {facts['split']} (threshold {threshold:g}"
+            + (", flip TTA)" if tta else ")"),
             [(r.label, r.metrics) for r in summary.runs],
         )
     )

@@ -20,6 +20,7 @@ from istd.cli._options import (
     Precision,
     PrecisionOption,
     ThresholdOption,
+    TTAOption,
     WeightsOption,
     cli_errors,
     compiles_first,
@@ -82,6 +83,7 @@ def predict(
     device: DeviceOption = "cpu",
     precision: PrecisionOption = Precision.auto,
     input_scale: InputScaleOption = None,
+    tta: TTAOption = False,
     shard: Annotated[
         str, typer.Option(help="Process the K-th of N slices of the inputs, as K/N.")
     ] = "1/1",
@@ -151,6 +153,7 @@ def predict(
             batch_size=batch,
             precision=precision.value,
             input_scale=input_scale,
+            tta=tta,
             options=options,
             recursive=recursive,
             glob=glob,
@@ -166,6 +169,8 @@ def predict(
     table = key_value_table(f"istd predict -> {out}")
     table.add_row("weights", summary.weights)
     table.add_row("convolutions", summary.conv_dtype)
+    if summary.tta:
+        table.add_row("flip TTA", "on (4 forwards per frame)")
     table.add_row("inputs", f"{summary.inputs:,} (shard {summary.shard})")
     table.add_row("processed", f"{summary.processed:,}")
     if summary.skipped:
@@ -207,6 +212,7 @@ def eval_video(
     device: DeviceOption = "cpu",
     precision: PrecisionOption = Precision.auto,
     input_scale: InputScaleOption = None,
+    tta: TTAOption = False,
     overwrite: Annotated[
         bool, overwrite_option("Replace existing --json / --markdown files.")
     ] = False,
@@ -244,6 +250,7 @@ def eval_video(
             batch_size=batch,
             precision=precision.value,
             input_scale=input_scale,
+            tta=tta,
             margin=margin,
             json_path=json_path,
             markdown_path=markdown,
@@ -255,7 +262,8 @@ def eval_video(
         )
         progress.update(task, completed=state["started"], description="eval-video")
     table = Table(
-        title=f"istd eval-video ({report.weights}, threshold {report.threshold:g})",
+        title=f"istd eval-video ({report.weights}, threshold {report.threshold:g}"
+        + (", flip TTA)" if report.tta else ")"),
         title_justify="left",
     )
     for name in (

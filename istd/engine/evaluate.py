@@ -269,6 +269,7 @@ def run_evaluation(
     device: str = "cpu",
     precision: str = "float32",
     input_scale: float | None = None,
+    tta: bool = False,
     limit: int | None = None,
     gallery: int = 8,
     overwrite: bool = False,
@@ -291,6 +292,8 @@ def run_evaluation(
             default, gives the figures comparable across machines.
         input_scale: run every network on frames resized by this factor; None: each
             network's own (`MiMConfig.input_scale`). Metrics are always at native resolution.
+        tta: average each model's probabilities over the image and its flips
+            (`istd.models.tta.FlipTTA`; four times the compute).
         limit: evaluate only the first `limit` ids of the split.
         gallery: how many worst images to draw.
         overwrite: replace files of an existing report.
@@ -307,6 +310,7 @@ def run_evaluation(
     from istd.data import IRSTDDataset, open_dataset
     from istd.engine.train_data import ids_sha256
     from istd.models import MiMISTD, from_pretrained, set_input_scale
+    from istd.models.tta import FlipTTA
 
     if not sources:
         raise DataError("no model to evaluate: pass --weights, --model or --compare")
@@ -356,12 +360,19 @@ def run_evaluation(
         began = time.perf_counter()
         dtype = conv_dtype if has_dense_convs(model) else torch.float32  # weight-free: none
         result = evaluate(
-            model, loader, metrics, dev, on_image=worst, on_step=step, conv_dtype=dtype
+            FlipTTA(model) if tta else model,
+            loader,
+            metrics,
+            dev,
+            on_image=worst,
+            on_step=step,
+            conv_dtype=dtype,
         )
         seconds = time.perf_counter() - began
         facts = {
             **_model_facts(source, model),
             **data_facts,
+            "tta": tta,
             "threshold": threshold,
             "distance": metrics.distance,
             "matching": matching,

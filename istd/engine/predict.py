@@ -121,6 +121,8 @@ class Predictor:
             `istd.models.precision`.
         input_scale: run the network on frames resized by this factor (0.25-4; compute grows
             with its square); None: the weights' own (`MiMConfig.input_scale`).
+        tta: average the probabilities over each frame and its flips
+            (`istd.models.tta.FlipTTA`): four times the compute.
         cuda_graphs: on a GPU, capture the network for a batch shape met a third time and
             replay it from then on: MiM-ISTD launches ~1,700 small kernels per forward, and
             launching them costs the CPU several times what the GPU spends running them
@@ -148,6 +150,7 @@ class Predictor:
         batch_size: int = 8,
         precision: str = "auto",
         input_scale: float | None = None,
+        tta: bool = False,
         cuda_graphs: bool = True,
     ) -> None:
         if weights is not None and model is not None:
@@ -178,8 +181,12 @@ class Predictor:
             self.model = from_pretrained(source, device=self.device)
             self.weights_id = Path(str(source)).name if weights is not None else str(source)
         from istd.models import set_input_scale
+        from istd.models.tta import FlipTTA
 
         self.model = set_input_scale(self.model, input_scale).to(self.device).eval()
+        self.tta = bool(tta)
+        if self.tta:
+            self.model = FlipTTA(self.model).eval()
         if not has_dense_convs(self.model):
             self.conv_dtype = torch.float32  # nothing to switch (weight-free detectors)
         config = getattr(self.model, "config", None)

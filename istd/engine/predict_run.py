@@ -96,6 +96,7 @@ class PredictSummary:
     shard: str
     conv_dtype: str  # the dense convolutions' dtype (`istd.models.precision`)
     input_scale: float | None  # the network's (`MiMConfig.input_scale`); None: no network
+    tta: bool  # probabilities averaged over flips (`istd.models.tta`)
 
 
 def outputs_for(item: InputItem, out: Path, options: PredictOptions) -> list[Path]:
@@ -396,6 +397,7 @@ def run_predict(
         shard=f"{shard[0]}/{shard[1]}",
         conv_dtype=str(predictor.conv_dtype).removeprefix("torch."),
         input_scale=predictor.input_scale,
+        tta=predictor.tta,
     )
     with atomic_text(summary_path) as handle:
         json.dump(asdict(summary), handle, indent=2)
@@ -424,6 +426,7 @@ def predict_paths(
     batch_size: int = 8,
     precision: str = "auto",
     input_scale: float | None = None,
+    tta: bool = False,
     options: PredictOptions | None = None,
     recursive: bool = False,
     glob: str = "*",
@@ -448,6 +451,7 @@ def predict_paths(
         batch_size: frames per forward pass.
         precision: dense-convolution precision (`istd.Predictor`).
         input_scale: the network's input scale; None: the weights' own (`istd.Predictor`).
+        tta: average over each frame's flips (`istd.Predictor`).
         options: output switches.
         recursive: search folders recursively.
         glob: file pattern in folders.
@@ -485,6 +489,7 @@ def predict_paths(
         batch_size=batch_size,
         precision=precision,
         input_scale=input_scale,
+        tta=tta,
     )
     if on_start:
         on_start(items)

@@ -265,6 +265,7 @@ class VideoEvalReport:
     threshold: float = 0.5
     conv_dtype: str = "float32"  # the dense convolutions' dtype (`istd.models.precision`)
     input_scale: float | None = None  # the network's (`MiMConfig.input_scale`); None: no network
+    tta: bool = False  # probabilities averaged over flips (`istd.models.tta`)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -273,6 +274,7 @@ class VideoEvalReport:
             "threshold": self.threshold,
             "conv_dtype": self.conv_dtype,
             "input_scale": self.input_scale,
+            "tta": self.tta,
             "total": self.total.to_dict(),
             "videos": [v.to_dict() for v in self.videos],
             "failures": self.failures,
@@ -363,6 +365,7 @@ def evaluate_videos(
         threshold=predictor.threshold,
         conv_dtype=str(predictor.conv_dtype).removeprefix("torch."),
         input_scale=predictor.input_scale,
+        tta=predictor.tta,
     )
 
 
@@ -377,6 +380,7 @@ def run_video_eval(
     batch_size: int = 8,
     precision: str = "auto",
     input_scale: float | None = None,
+    tta: bool = False,
     margin: float = 2.0,
     json_path: str | Path | None = None,
     markdown_path: str | Path | None = None,
@@ -398,6 +402,7 @@ def run_video_eval(
         batch_size: frames per forward pass.
         precision: dense-convolution precision (`istd.Predictor`).
         input_scale: the network's input scale; None: the weights' own (`istd.Predictor`).
+        tta: average over each frame's flips (`istd.Predictor`).
         margin: pixels by which label boxes are grown.
         json_path: write the report as JSON here.
         markdown_path: write the Markdown table here.
@@ -426,6 +431,7 @@ def run_video_eval(
         batch_size=batch_size,
         precision=precision,
         input_scale=input_scale,
+        tta=tta,
     )
     if on_start:
         on_start(pairs)

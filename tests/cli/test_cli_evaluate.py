@@ -180,6 +180,20 @@ def test_eval_input_scale_is_passed_on_and_checked(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_eval_tta_is_recorded(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    mask = np.zeros((16, 16), bool)
+    mask[4:6, 9:11] = True
+    write_png_atomic(root / "images" / "a.png", (mask * 200 + 20).astype(np.uint8))
+    write_png_atomic(root / "masks" / "a.png", mask)
+    out = tmp_path / "o"
+    args = ["eval", "--model", "tophat", "--data", str(root), "--out", str(out), "--tta"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "flip TTA" in result.output
+    assert json.loads((out / "metrics.json").read_text())["facts"]["tta"] is True
+
+
 def test_eval_refuses_a_negative_gallery(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     out = tmp_path / "o"

@@ -117,6 +117,15 @@ def test_trained_weights_folder_and_stdin(tmp_path: Path) -> None:
     )  # fmt: skip
     assert scaled.exit_code == 0, scaled.output
     assert json.loads((tmp_path / "x2" / "summary.json").read_text())["input_scale"] == 2.0
+    assert summary["tta"] is False
+    flipped = runner.invoke(
+        app,
+        ["predict", str(src / "img0.png"), "--out", str(tmp_path / "tta"), "--weights",
+         str(weights), "--tta"],
+    )  # fmt: skip
+    assert flipped.exit_code == 0, flipped.output
+    assert "flip TTA" in flipped.output
+    assert json.loads((tmp_path / "tta" / "summary.json").read_text())["tta"] is True
     refused = runner.invoke(
         app, ["predict", str(src), "--out", str(tmp_path / "no"), "--input-scale", "9"]
     )

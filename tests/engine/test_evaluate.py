@@ -156,6 +156,19 @@ def test_input_scale_reaches_the_networks_and_the_report(tmp_path: Path) -> None
     assert not (tmp_path / "never").exists()
 
 
+def test_tta_is_applied_and_recorded(tmp_path: Path) -> None:
+    from istd.models import build_model, save_pretrained
+
+    data = _synthetic(tmp_path / "ds")
+    torch.manual_seed(0)
+    weights = str(save_pretrained(build_model("mim-istd-test"), tmp_path / "w"))
+    plain = run_evaluation([weights], data, tmp_path / "plain", gallery=0)
+    flipped = run_evaluation([weights], data, tmp_path / "tta", gallery=0, tta=True)
+    assert plain.runs[0].facts["tta"] is False and flipped.runs[0].facts["tta"] is True
+    assert json.loads((tmp_path / "tta" / "metrics.json").read_text())["facts"]["tta"] is True
+    assert flipped.runs[0].metrics["roc_auc"] != plain.runs[0].metrics["roc_auc"]
+
+
 def test_bad_sources_fail_before_writing(tmp_path: Path) -> None:
     data = _synthetic(tmp_path / "ds")
     out = tmp_path / "never"

@@ -137,13 +137,14 @@ def test_run_writes_reports_once(tmp_path: Path) -> None:
         [tmp_path / "clip.mp4"],
         labels,
         model="tophat",
+        tta=True,
         json_path=tmp_path / "r.json",
         markdown_path=tmp_path / "r.md",
     )
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["total"]["pd"] is None and math.isnan(report.total.pd)  # no labelled frame
     assert data["conv_dtype"] == "float32"  # tophat has no convolutions to switch
-    assert data["input_scale"] is None
+    assert data["input_scale"] is None and data["tta"] is True
     assert data["weights"] == "tophat" and (tmp_path / "r.md").read_text().startswith("| video |")
     with pytest.raises(DataError, match="already exists"):
         run_video_eval(

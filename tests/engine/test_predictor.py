@@ -144,6 +144,26 @@ def test_input_scale_overrides_the_network_s_own() -> None:
     assert Predictor(model="tophat").input_scale is None
 
 
+def test_tta_averages_over_flips() -> None:
+    from istd.models import build_model
+    from istd.models.tta import FlipTTA
+
+    torch.manual_seed(0)
+    network = build_model("mim-istd-test", scan_backend="reference")
+    frame = _frame(37, 50)
+    plain = Predictor(model=network, precision="float32")
+    assert not plain.tta
+    flipped = Predictor(model=network, precision="float32", tta=True)
+    assert flipped.tta and flipped.input_scale == 1.0
+    expected = torch.sigmoid(FlipTTA(network).eval()(torch.from_numpy(frame)[None, None]))
+    prob = flipped.predict_prob(frame[None])
+    assert np.allclose(prob[0], expected[0, 0].detach().numpy(), atol=1e-5)
+    assert not np.allclose(prob, plain.predict_prob(frame[None]), atol=1e-3)
+    # Weight-free detectors take it too; a symmetric one is unchanged by it.
+    blur = Predictor(model=BoxBlur(), tta=True).predict_prob(frame[None])
+    assert np.allclose(blur, Predictor(model=BoxBlur()).predict_prob(frame[None]), atol=1e-5)
+
+
 def test_precision_is_checked_before_the_weights_load() -> None:
     assert Predictor(model=BrightSpot(), precision="float32").conv_dtype == torch.float32
     with pytest.raises(ConfigError, match="precision"):

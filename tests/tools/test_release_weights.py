@@ -207,6 +207,34 @@ def test_real_test_evaluation(tmp_path: Path, nuaa_sirst: Path) -> None:
     assert yaml.safe_load((dst / "train_config.yaml").read_text())["train"]["epochs"] == 3
 
 
+def test_eval_tta_adds_its_table_for_the_same_weights_only(
+    tmp_path: Path, nuaa_sirst: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = make_run(tmp_path / "run", 0.5)
+    root = tmp_path / "weights"
+    dst = rw.release(run, "w", weights_root=root, final=True, eval_test=nuaa_sirst,
+                     eval_limit=2, log=lambda _: None)  # fmt: skip
+    plain = (dst / "metrics.json").read_bytes()
+    argv = ["--name", "w", "--eval-tta", str(nuaa_sirst), "--eval-limit", "2"]
+    assert rw.main([*argv, "--weights-root", str(root)]) == 0
+    tta = json.loads((dst / "metrics_tta.json").read_text())
+    assert tta["facts"]["tta"] is True and tta["n_images"] == 2
+    assert tta["facts"]["weights_sha256"] == rw.sha256_file(dst / "model.safetensors")
+    assert (dst / "metrics.json").read_bytes() == plain  # the plain figures are untouched
+    card = (root / "README.md").read_text()
+    assert "With flip test-time augmentation" in card
+    assert f"| {tta['iou']:.4f} | {tta['niou']:.4f} |" in card
+    assert "with --tta" in card
+    # Another checkpoint under the name: the TTA figures describe other weights, so they go.
+    rw.release(make_run(tmp_path / "run2", 0.55, seed=3), "w", weights_root=root,
+               log=lambda _: None)  # fmt: skip
+    assert not (dst / "metrics_tta.json").exists()
+    assert "With flip test-time augmentation" not in (root / "README.md").read_text()
+    assert rw.main(["--name", "nope", "--eval-tta", str(nuaa_sirst), "--weights-root",
+                    str(root)]) == 1  # fmt: skip
+    assert "release weights named 'nope' first" in capsys.readouterr().err
+
+
 def test_evaluation_redone_only_for_another_dataset_or_limit(
     tmp_path: Path, nuaa_sirst: Path, monkeypatch
 ) -> None:
