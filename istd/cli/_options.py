@@ -111,7 +111,7 @@ TTAOption = Annotated[
     typer.Option(
         "--tta",
         help="Average the probabilities over each frame and its horizontal, vertical and double "
-        "flips: four times the compute, steadier masks.",
+        "flips (four times the compute); whether it pays depends on the weights (their card).",
     ),
 ]
 
