@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from istd.cli import app
 from istd.errors import ConfigError
 from istd.models import build_model, save_pretrained
-from istd.models.info import count_flops, model_info, parse_size
+from istd.models.info import count_flops, model_info, parse_size, time_forward
 from istd.models.layers.ss2d import SS2D
 
 
@@ -40,7 +41,9 @@ def test_model_info_on_registry_and_weights_folder(tmp_path: Path) -> None:
     info = model_info("mim-istd-test", (40, 56), runs=2, scan_backend="reference")
     assert info.parameters == sum(p.numel() for p in build_model("mim-istd-test").parameters())
     assert info.gflops > info.gflops_scan > 0
-    assert info.latency_ms > 0 and info.peak_memory_mb > 0 and info.runs == 2
+    assert info.latency_ms > 0 and info.runs == 2
+    # A model this small may run wholly in heap memory freed by earlier tests: no RSS increase.
+    assert info.peak_memory_mb is None or info.peak_memory_mb >= 0
     folder = save_pretrained(build_model("mim-istd-test"), tmp_path / "w")
     loaded = model_info(str(folder), (40, 56), measure=False, scan_backend="reference")
     assert loaded.source == str(folder) and loaded.parameters == info.parameters
@@ -117,6 +120,19 @@ def test_cpu_peak_memory_is_the_increase_over_the_forwards() -> None:
     result = CliRunner().invoke(app, ["info", "tophat", "--size", "1x1", "--runs", "1"])
     assert result.exit_code == 0, result.output
     assert "increase" in result.output  # the label says what is measured
+
+
+class Allocates64MiB(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Above glibc's largest mmap threshold (32 MiB): fresh pages, returned when freed.
+        return torch.ones(16 * 2**20).sum() + x
+
+
+def test_cpu_peak_memory_sees_what_a_forward_allocates() -> None:
+    _, peak = time_forward(Allocates64MiB(), torch.zeros(1), runs=1)
+    if peak is None:
+        pytest.skip("no /proc to measure RSS here")
+    assert 60 <= peak < 200
 
 
 @pytest.mark.parametrize("device", ["foo", "cuda"])
