@@ -74,7 +74,9 @@ class AugmentConfig:
     The pipeline pads, crops `crop_size` squares (around a target with probability
     `target_p`, so tiny targets are not cropped away), flips (`hflip_p`, `vflip_p`), rotates
     by 90 degrees (`rot90_p`) and adds mild noise (`noise_p`) and blur (`blur_p`). With
-    probability `scale_p` it first resizes the frame by a factor from `scale_range`.
+    probability `scale_p` it first resizes the frame by a factor from `scale_range`. With
+    probability `paste_p`, before all that, 1 to `paste_max` targets of other training frames
+    are pasted into the frame (`istd.data.paste`).
     """
 
     crop_size: int = 256
@@ -86,6 +88,8 @@ class AugmentConfig:
     rot90_p: float = 0.5
     scale_p: float = 0.0
     scale_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    paste_p: float = 0.0
+    paste_max: int = 3
 
 
 @dataclass
@@ -181,8 +185,10 @@ class TrainConfig:
                     "vflip_p",
                     "rot90_p",
                     "scale_p",
+                    "paste_p",
                 )
             ),
+            ("augment.paste_max", self.augment.paste_max >= 1),
             ("augment.scale_range", is_scale_range(self.augment.scale_range)),
             # math.isfinite: inf passes `> 0` and nan fails every comparison, both train garbage.
             ("optim.lr", math.isfinite(self.optim.lr) and self.optim.lr > 0),

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from istd.data import apply_transform, load_pair, open_dataset, seed_transform, train_transform
 from istd.data.layouts import DatasetIndex, Sample
+from istd.data.paste import TargetBank
 from istd.engine.config import DataConfig, TrainConfig
 from istd.errors import DataError
 
@@ -33,6 +34,8 @@ __all__ = [
     "seed_everything",
     "split_samples",
 ]
+
+_PASTE_STREAM = 1  # extra SeedSequence key of the copy-paste draws
 
 
 def seed_everything(seed: int, *keys: int) -> None:
@@ -50,21 +53,42 @@ class EpochSeededDataset(Dataset):
     then), so the augmented crop of a sample never depends on worker count or history.
     """
 
-    def __init__(self, samples: list[Sample], transform: Any, seed: int) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        transform: Any,
+        seed: int,
+        paste_p: float = 0.0,
+        paste_max: int = 3,
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.seed = seed
         self.epoch = 0
         # Decoded images, kept per process: the train splits are a few hundred small frames.
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.paste_p, self.paste_max = paste_p, paste_max
+        self.bank = None
+        if paste_p > 0:
+            self.bank = TargetBank.from_pairs(self._pair(i) for i in range(len(samples)))
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if index not in self._cache:
             self._cache[index] = load_pair(self.samples[index])
-        image, mask = self._cache[index]  # (H, W) float32, (H, W) uint8
+        return self._cache[index]  # (H, W) float32, (H, W) uint8
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self._pair(index)  # (H, W) float32, (H, W) uint8
+        if self.bank is not None:
+            # A stream of its own, so that paste_p = 0 leaves the crops of earlier runs as
+            # they were.
+            rng = np.random.default_rng([self.seed, self.epoch, index, _PASTE_STREAM])
+            if rng.random() < self.paste_p:
+                count = int(rng.integers(1, self.paste_max + 1))
+                image, mask = self.bank.paste(image, mask, count, rng)
         sub = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
         seed_transform(self.transform, int(sub))
         image, mask = apply_transform(self.transform, image, mask)  # (S, S) each
@@ -187,5 +211,7 @@ def make_train_loader(
 
 def make_train_set(samples: list[Sample], cfg: TrainConfig) -> EpochSeededDataset:
     """The augmented training set of `samples`."""
-    transform = train_transform(**asdict(cfg.augment), seed=0)
-    return EpochSeededDataset(samples, transform, cfg.train.seed)
+    pipeline = asdict(cfg.augment)
+    paste = {key: pipeline.pop(key) for key in ("paste_p", "paste_max")}  # before the pipeline
+    transform = train_transform(**pipeline, seed=0)
+    return EpochSeededDataset(samples, transform, cfg.train.seed, **paste)
