@@ -68,7 +68,7 @@ class EpochSeededDataset(Dataset):
         # Decoded images, kept per process: the train splits are a few hundred small frames.
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.paste_p, self.paste_max = paste_p, paste_max
-        self.bank = None
+        self.bank: TargetBank | None = None
         if paste_p > 0:
             self.bank = TargetBank.from_pairs(self._pair(i) for i in range(len(samples)))
 
