@@ -26,7 +26,13 @@ from istd.models.config import MiMConfig
 from istd.models.hub import HubMixin
 from istd.models.layers.decoder import DecoderStage, SegHead, SkipBranch
 from istd.models.layers.mim_block import MiMBlock
-from istd.models.layers.patch import PatchMerging, Stem, WordMerging, pad_to_multiple
+from istd.models.layers.patch import (
+    ConvBNAct,
+    PatchMerging,
+    Stem,
+    WordMerging,
+    pad_to_multiple,
+)
 
 
 class MiMISTD(nn.Module, HubMixin):
@@ -84,7 +90,12 @@ class MiMISTD(nn.Module, HubMixin):
         )
         self.skips = nn.ModuleList(SkipBranch(d, **dd) for d in c.dims)
         self.decoder = nn.ModuleList(DecoderStage(c.dims[i], **dd) for i in range(1, S))
-        self.head = SegHead(c.dims[0], c.head_dropout, **dd)
+        head_dim = c.dims[0]
+        if c.head_stride == 2:  # one more stage, H/4 -> H/2, its skip from the stem
+            self.stem_skip = ConvBNAct(c.stem_dim, c.dims[0] // 2, **dd)
+            self.fine = DecoderStage(c.dims[0], **dd)
+            head_dim = c.dims[0] // 2
+        self.head = SegHead(head_dim, c.head_dropout, **dd)
         # Normalisation lives in the config (saved in config.json), so the buffers are not
         # persisted in the state dict.
         self.register_buffer(
@@ -133,7 +144,8 @@ class MiMISTD(nn.Module, HubMixin):
             )
         # Zero after normalisation = the mean intensity: a neutral fill for the padding.
         x, H, W = pad_to_multiple(x, self.pad_multiple)  # (B, in, Hp, Wp)
-        words, sentences = self.stem(x)  # (B, Hp/2, Wp/2, w0) | None, (B, Hp/8, Wp/8, C0)
+        # (B, stem_dim, Hp/2, Wp/2), (B, Hp/2, Wp/2, w0) | None, (B, Hp/8, Wp/8, C0)
+        shared, words, sentences = self.stem(x)
         skips = []
         for i, blocks in enumerate(self.stages):
             for block in blocks:
@@ -145,8 +157,11 @@ class MiMISTD(nn.Module, HubMixin):
         y = skips[-1]
         for i in reversed(range(len(self.decoder))):
             y = self.decoder[i](y, skips[i])  # (B, C_i, Hp/2^(i+2), Wp/2^(i+2))
-        logits = self.head(y)  # (B, 1, Hp/4, Wp/4)
-        logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+        if self.config.head_stride == 2:
+            y = self.fine(y, self.stem_skip(shared))  # (B, C0/2, Hp/2, Wp/2)
+        logits = self.head(y)  # (B, 1, Hp/s, Wp/s), s = head_stride
+        stride = float(self.config.head_stride)
+        logits = F.interpolate(logits, scale_factor=stride, mode="bilinear", align_corners=False)
         logits = logits[:, :, :H, :W]  # crop the padding
         if scale != 1.0:
             logits = F.interpolate(

@@ -103,18 +103,19 @@ class Stem(nn.Module):
             ConvBNAct(sentence_dim, sentence_dim, **dd),
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """Args: x (B, in_chans, H, W), H and W multiples of 8.
 
         Returns:
-            words (B, H/2, W/2, word_dim) or None, sentences (B, H/8, W/8, sentence_dim).
+            the shared map (B, stem_dim, H/2, W/2), words (B, H/2, W/2, word_dim) or None,
+            sentences (B, H/8, W/8, sentence_dim).
         """
         x = self.shared(x)  # (B, stem_dim, H/2, W/2)
         words = None
         if self.words is not None:
             words = self.words(x).permute(0, 2, 3, 1)  # (B, Cw, H/2, W/2) -> (B, H/2, W/2, Cw)
         sentences = self.sentences(x).permute(0, 2, 3, 1)  # (B, C, H/8, W/8) -> (B, H/8, W/8, C)
-        return words, sentences
+        return x, words, sentences
 
 
 class PatchMerging(nn.Module):
