@@ -41,6 +41,9 @@ def test_json_round_trip_keeps_every_field() -> None:
         ({"input_scale": 8.0}, "input_scale"),
         ({"input_scale": float("inf")}, "input_scale"),
         ({"input_scale": "1.5"}, "input_scale"),
+        ({"head_stride": 1}, "head_stride"),
+        ({"head_stride": 8}, "head_stride"),
+        ({"head_stride": 2.0}, "head_stride"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_field(overrides: dict, word: str) -> None:
@@ -53,6 +56,13 @@ def test_config_json_without_input_scale_runs_at_native_size() -> None:
     data = MiMConfig().to_dict()
     del data["input_scale"]
     assert MiMConfig.from_dict(data).input_scale == 1.0
+
+
+def test_config_json_without_head_stride_keeps_the_papers_head() -> None:
+    data = MiMConfig(head_stride=2).to_dict()
+    assert MiMConfig.from_dict(data).head_stride == 2
+    del data["head_stride"]  # config.json files written before the field existed
+    assert MiMConfig.from_dict(data).head_stride == 4
 
 
 def test_unknown_fields_are_rejected() -> None:

@@ -159,6 +159,20 @@ def test_input_scale_runs_the_network_on_the_resized_frame(scale: float) -> None
     torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_head_stride_2_predicts_at_half_resolution() -> None:
+    model = _build("mim-istd-test", scan_backend="reference", head_stride=2).train()
+    seen = {}
+    model.head.register_forward_hook(lambda _m, _i, out: seen.update(shape=out.shape))
+    x = _image(2, 1, 37, 50)  # pads to 48 x 64
+    y = model(x)
+    assert seen["shape"] == (2, 1, 24, 32) and y.shape == (2, 1, 37, 50)
+    y.square().mean().backward()
+    assert _dead_parameters(model) == []  # the stem skip and the extra stage train too
+    plain = _build("mim-istd-test", scan_backend="reference")
+    extra = {k for k in model.state_dict()} - set(plain.state_dict())
+    assert {k.split(".")[0] for k in extra} == {"stem_skip", "fine"}
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 1, 0, 8), (8, 8)])
 def test_bad_input_shape_raises_data_error(shape: tuple[int, ...]) -> None:
     model = _build("mim-istd-test", scan_backend="reference").eval()

@@ -4,7 +4,8 @@ Design of Chen et al., "Mamba-in-Mamba for Efficient Infrared Small Target Detec
 2024): every encoder stage's sentence map is upsampled 2x by a transposed conv into a skip; the
 decoder climbs from the deepest skip with Swin-Unet patch expanding (Cao et al., 2021), adds the
 next skip and refines with two ResNet basic blocks (He et al., 2016); a conv head predicts the
-one-channel logit map at H/4.
+one-channel logit map at H/4 (or, with ``MiMConfig.head_stride`` 2, after one more such stage
+whose skip is the stem's H/2 map, at H/2).
 
 Feature maps here are NCHW tensors in channels_last memory (the encoder's (B, H, W, C) tokens
 seen through `permute(0, 3, 1, 2)`), which oneDNN's convolutions consume without copies.
