@@ -350,14 +350,25 @@ def write_best(path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a state dict into `model`, every name and shape checked.
 
+    Parameters under the model's ``optional_prefixes`` (layers that start as a no-op, such as
+    MiM-ISTD's H/2 head) may be missing from `state`: they keep their initial values.
+
     Raises:
         WeightsError: naming `source` and the first mismatches.
     """
     try:
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=False)  # shapes are still checked
     except RuntimeError as exc:
         first = str(exc).splitlines()[:3]
         raise WeightsError(f"{source} does not fit this model: {' '.join(first)}") from None
+    optional = tuple(getattr(model, "optional_prefixes", ()))
+    missing = [k for k in result.missing_keys if not (optional and k.startswith(optional))]
+    if missing or result.unexpected_keys:
+        listed = ", ".join([*missing[:3], *result.unexpected_keys[:3]])
+        raise WeightsError(
+            f"{source} does not fit this model: {len(missing)} missing and "
+            f"{len(result.unexpected_keys)} unexpected keys ({listed})"
+        )
 
 
 def make_record(

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from istd.errors import DataError
+from istd.engine.checkpoint import load_weights
+from istd.errors import DataError, WeightsError
 from istd.models import build_model, list_models
 from istd.models.config import INNERS, SCANS
 from istd.ops import available_backends
@@ -159,18 +160,33 @@ def test_input_scale_runs_the_network_on_the_resized_frame(scale: float) -> None
     torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_head_stride_2_predicts_at_half_resolution() -> None:
+def test_head_stride_2_corrects_the_quarter_head_at_half_resolution() -> None:
     model = _build("mim-istd-test", scan_backend="reference", head_stride=2).train()
     seen = {}
-    model.head.register_forward_hook(lambda _m, _i, out: seen.update(shape=out.shape))
+    model.fine_head.register_forward_hook(lambda _m, _i, out: seen.update(shape=out.shape))
     x = _image(2, 1, 37, 50)  # pads to 48 x 64
+    torch.nn.init.normal_(model.fine_head.out.weight)  # it starts at zero: nothing behind it learns
     y = model(x)
     assert seen["shape"] == (2, 1, 24, 32) and y.shape == (2, 1, 37, 50)
     y.square().mean().backward()
     assert _dead_parameters(model) == []  # the stem skip and the extra stage train too
-    plain = _build("mim-istd-test", scan_backend="reference")
-    extra = {k for k in model.state_dict()} - set(plain.state_dict())
-    assert {k.split(".")[0] for k in extra} == {"stem_skip", "fine"}
+
+
+def test_head_stride_2_starts_as_the_weights_it_loads() -> None:
+    plain = _build("mim-istd-test", scan_backend="reference").eval()
+    fine = _build("mim-istd-test", scan_backend="reference", head_stride=2).eval()
+    load_weights(fine, plain.state_dict(), "plain")  # its new layers may be missing
+    x = _image(2, 1, 37, 50)
+    with torch.inference_mode():
+        torch.testing.assert_close(fine(x), plain(x), rtol=1e-5, atol=1e-5)
+    extra = set(fine.state_dict()) - set(plain.state_dict())
+    assert {k.split(".")[0] for k in extra} == {"stem_skip", "fine", "fine_head"}
+    # The other way, or a missing layer that is not new, is still an error.
+    with pytest.raises(WeightsError, match="unexpected"):
+        load_weights(plain, fine.state_dict(), "fine")
+    partial = {k: v for k, v in plain.state_dict().items() if not k.startswith("head.")}
+    with pytest.raises(WeightsError, match="head.conv"):
+        load_weights(fine, partial, "partial")
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 1, 0, 8), (8, 8)])

@@ -4,8 +4,9 @@ Design of Chen et al., "Mamba-in-Mamba for Efficient Infrared Small Target Detec
 2024): every encoder stage's sentence map is upsampled 2x by a transposed conv into a skip; the
 decoder climbs from the deepest skip with Swin-Unet patch expanding (Cao et al., 2021), adds the
 next skip and refines with two ResNet basic blocks (He et al., 2016); a conv head predicts the
-one-channel logit map at H/4 (or, with ``MiMConfig.head_stride`` 2, after one more such stage
-whose skip is the stem's H/2 map, at H/2).
+one-channel logit map at H/4. With ``MiMConfig.head_stride`` 2, one more such stage, whose
+skip is the stem's H/2 map, feeds a second head at H/2 whose output corrects the first's
+(upsampled) logits.
 
 Feature maps here are NCHW tensors in channels_last memory (the encoder's (B, H, W, C) tokens
 seen through `permute(0, 3, 1, 2)`), which oneDNN's convolutions consume without copies.
@@ -73,10 +74,23 @@ class DecoderStage(nn.Module):
 
 
 class SegHead(nn.Module):
-    """Conv 3x3 (C -> C/4) + BN + ReLU + Dropout + Conv 1x1 -> one logit channel."""
+    """Conv 3x3 (C -> C/4) + BN + ReLU + Dropout + Conv 1x1 -> one logit channel.
+
+    Args:
+        dim: input channels.
+        dropout: before the 1 x 1 conv.
+        residual: a correction added to another head's logits: its 1 x 1 conv starts at zero,
+            so the network starts as it was without this head (and as its loaded weights
+            predicted).
+    """
 
     def __init__(
-        self, dim: int, dropout: float = 0.1, device: Any = None, dtype: Any = None
+        self,
+        dim: int,
+        dropout: float = 0.1,
+        residual: bool = False,
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -84,10 +98,14 @@ class SegHead(nn.Module):
         self.conv = ConvBNAct(dim, hidden, **dd)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Conv2d(hidden, 1, 1, **dd)
-        # Start every pixel at the target prior (Lin et al., focal loss, ICCV 2017): targets
-        # cover ~0.1-1 % of a frame. From sigmoid(0) = 0.5 SoftIoU's gradient on the background
-        # nearly cancels and training stalls for epochs (measured on NUAA-SIRST).
-        nn.init.constant_(self.out.bias, -math.log((1 - TARGET_PRIOR) / TARGET_PRIOR))
+        if residual:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+        else:
+            # Start every pixel at the target prior (Lin et al., focal loss, ICCV 2017): targets
+            # cover ~0.1-1 % of a frame. From sigmoid(0) = 0.5 SoftIoU's gradient on the
+            # background nearly cancels and training stalls for epochs (measured on NUAA-SIRST).
+            nn.init.constant_(self.out.bias, -math.log((1 - TARGET_PRIOR) / TARGET_PRIOR))
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, C, H, W). Returns logits (B, 1, H, W)."""
