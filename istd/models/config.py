@@ -63,9 +63,10 @@ class MiMConfig:
             a few pixels span less than one output cell at 1.0; above 1 they span more, at
             input_scale ** 2 times the compute.
         head_stride: resolution of the logit map, 4 (the paper's head, at H/4) or 2: one more
-            decoder stage, fed by the stem's H/2 map, corrects the H/4 logits at H/2 (9.63 GFLOPs at 512 x 512
-            against 8.13, `istd.models.info.count_flops`; input_scale 1.5 costs 18.3). Its last layer starts at zero, so weights trained at 4 fine-tune
-            from where they were.
+            decoder stage, fed by the stem's H/2 map, corrects the H/4 logits at H/2 (9.63
+            GFLOPs at 512 x 512 against 8.13, `istd.models.info.count_flops`; input_scale 1.5
+            costs 18.3). Its last layer starts at zero, so weights trained at 4 fine-tune from
+            where they were.
     """
 
     in_chans: int = 1
