@@ -94,7 +94,7 @@ class MiMISTD(nn.Module, HubMixin):
         if c.head_stride == 2:
             # One more stage, H/4 -> H/2 with the stem's map as its skip, and a head there that
             # corrects the H/4 head: it starts at zero, so weights trained without it load
-            # (strict=False) into a network that predicts what they did.
+            # (`optional_prefixes` below) into a network that predicts what they did.
             self.stem_skip = ConvBNAct(c.stem_dim, c.dims[0] // 2, **dd)
             self.fine = DecoderStage(c.dims[0], **dd)
             self.fine_head = SegHead(c.dims[0] // 2, c.head_dropout, residual=True, **dd)
