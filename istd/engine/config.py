@@ -125,6 +125,8 @@ class LossConfig:
     name: Literal["softiou", "dice", "bce+softiou"] = "softiou"
     bce_weight: float = 1.0
     smooth: float = 1.0
+    # SoftIoU / Dice over the whole batch, or per image and averaged (istd.engine.losses).
+    reduction: Literal["batch", "image"] = "batch"
 
 
 @dataclass

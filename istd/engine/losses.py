@@ -2,8 +2,11 @@
 
 SoftIoU is the loss ACM (Dai et al., WACV 2021) and DNANet (Li et al., TIP 2023) train with and
 that MiM-ISTD inherits: the IoU of the sigmoid probabilities with the mask, computed over the
-whole batch so that images with tiny targets are not drowned by empty crops. Every loss takes
-logits (B, 1, H, W) and {0, 1} targets of the same shape and returns a scalar.
+whole batch so that images with tiny targets are not drowned by empty crops. `per_image`
+computes SoftIoU and Dice per image and averages them instead: every crop then weighs the same,
+so the probability spread over an empty or small-target crop costs as much as a large target's
+miss. Every loss takes logits (B, 1, H, W) and {0, 1} targets of the same shape and returns a
+scalar.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def _soft_sums(
-    logits: torch.Tensor, target: torch.Tensor
+    logits: torch.Tensor, target: torch.Tensor, per_image: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch sums of p*t, p and t, with p = sigmoid(logits): what SoftIoU and Dice are made of."""
+    """Sums of p*t, p and t, with p = sigmoid(logits): what SoftIoU and Dice are made of.
+
+    Over the whole batch (scalars), or per image ((B,) each) when `per_image`.
+    """
     _check(logits, target)
     # float32 even under bf16 autocast: the sums run over millions of pixels.
     prob = torch.sigmoid(logits.float())  # (B, 1, H, W)
     target = target.float()
-    return (prob * target).sum(), prob.sum(), target.sum()
+    dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
+    return (prob * target).sum(dims), prob.sum(dims), target.sum(dims)
 
 
 class SoftIoULoss(nn.Module):
@@ -39,30 +46,34 @@ class SoftIoULoss(nn.Module):
 
     Args:
         smooth: added to numerator and denominator; keeps all-empty batches finite (loss 0).
+        per_image: sum over each image and average the B losses (see the module docstring).
     """
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    def __init__(self, smooth: float = 1.0, per_image: bool = False) -> None:
         super().__init__()
         self.smooth = smooth
+        self.per_image = per_image
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, H, W) -> scalar."""
-        inter, prob_sum, target_sum = _soft_sums(logits, target)
+        inter, prob_sum, target_sum = _soft_sums(logits, target, self.per_image)
         union = prob_sum + target_sum - inter
-        return 1.0 - (inter + self.smooth) / (union + self.smooth)
+        return (1.0 - (inter + self.smooth) / (union + self.smooth)).mean()
 
 
 class DiceLoss(nn.Module):
-    """1 - (2 sum p*t + s) / (sum p + sum t + s), over the whole batch."""
+    """1 - (2 sum p*t + s) / (sum p + sum t + s), over the whole batch (or per image)."""
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    def __init__(self, smooth: float = 1.0, per_image: bool = False) -> None:
         super().__init__()
         self.smooth = smooth
+        self.per_image = per_image
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, H, W) -> scalar."""
-        inter, prob_sum, target_sum = _soft_sums(logits, target)
-        return 1.0 - (2.0 * inter + self.smooth) / (prob_sum + target_sum + self.smooth)
+        inter, prob_sum, target_sum = _soft_sums(logits, target, self.per_image)
+        dice = (2.0 * inter + self.smooth) / (prob_sum + target_sum + self.smooth)
+        return (1.0 - dice).mean()
 
 
 class BCESoftIoULoss(nn.Module):
@@ -72,10 +83,12 @@ class BCESoftIoULoss(nn.Module):
     predicted probabilities are spread thinly over the background.
     """
 
-    def __init__(self, bce_weight: float = 1.0, smooth: float = 1.0) -> None:
+    def __init__(
+        self, bce_weight: float = 1.0, smooth: float = 1.0, per_image: bool = False
+    ) -> None:
         super().__init__()
         self.bce_weight = bce_weight
-        self.soft_iou = SoftIoULoss(smooth)
+        self.soft_iou = SoftIoULoss(smooth, per_image)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, H, W) -> scalar."""
@@ -88,12 +101,15 @@ def build_loss(cfg: LossConfig) -> nn.Module:
     """The loss named by `cfg.name`.
 
     Raises:
-        ConfigError: unknown name.
+        ConfigError: unknown name or reduction.
     """
+    if cfg.reduction not in ("batch", "image"):
+        raise ConfigError(f"unknown loss.reduction {cfg.reduction!r}; known: batch, image")
+    per_image = cfg.reduction == "image"
     if cfg.name == "softiou":
-        return SoftIoULoss(cfg.smooth)
+        return SoftIoULoss(cfg.smooth, per_image)
     if cfg.name == "dice":
-        return DiceLoss(cfg.smooth)
+        return DiceLoss(cfg.smooth, per_image)
     if cfg.name == "bce+softiou":
-        return BCESoftIoULoss(cfg.bce_weight, cfg.smooth)
+        return BCESoftIoULoss(cfg.bce_weight, cfg.smooth, per_image)
     raise ConfigError(f"unknown loss.name {cfg.name!r}; known: softiou, dice, bce+softiou")

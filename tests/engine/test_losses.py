@@ -49,3 +49,34 @@ def test_shape_mismatch_and_unknown_name() -> None:
         SoftIoULoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
     with pytest.raises(ConfigError, match="focal"):
         build_loss(LossConfig(name="focal"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["softiou", "dice", "bce+softiou"])
+def test_per_image_reduction_is_the_mean_of_single_image_losses(name: str) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 6, 6)
+    target = (torch.rand(3, 1, 6, 6) > 0.8).float()
+    target[2] = 0  # an empty crop
+    per_image = build_loss(LossConfig(name=name, reduction="image"))
+    singles = torch.stack([per_image(logits[i : i + 1], target[i : i + 1]) for i in range(3)])
+    assert per_image(logits, target).item() == pytest.approx(singles.mean().item(), rel=1e-6)
+    batch = build_loss(LossConfig(name=name))
+    assert batch(logits, target).item() != pytest.approx(per_image(logits, target).item())
+
+
+def test_per_image_soft_iou_weighs_an_empty_crops_false_alarm_like_a_miss() -> None:
+    # Crop 0 holds a 4 x 4 target predicted exactly; crop 1 is empty but for one confident
+    # false-alarm pixel. Over the batch the pixel costs 1/18; per image it costs a whole crop.
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1
+    logits = torch.where(target > 0, 50.0, -50.0)
+    logits[1, 0, 0, 0] = 50.0
+    batch = SoftIoULoss(smooth=1.0)(logits, target).item()
+    per_image = SoftIoULoss(smooth=1.0, per_image=True)(logits, target).item()
+    assert batch == pytest.approx(1 - 17 / 18, rel=1e-4)
+    assert per_image == pytest.approx((0 + (1 - 1 / 2)) / 2, rel=1e-4)
+
+
+def test_unknown_reduction() -> None:
+    with pytest.raises(ConfigError, match="reduction"):
+        build_loss(LossConfig(reduction="pixel"))  # type: ignore[arg-type]
