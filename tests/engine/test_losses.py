@@ -66,7 +66,7 @@ def test_per_image_reduction_is_the_mean_of_single_image_losses(name: str) -> No
 
 def test_per_image_soft_iou_weighs_an_empty_crops_false_alarm_like_a_miss() -> None:
     # Crop 0 holds a 4 x 4 target predicted exactly; crop 1 is empty but for one confident
-    # false-alarm pixel. Over the batch the pixel costs 1/18; per image it costs a whole crop.
+    # false-alarm pixel. Over the batch the pixel costs 1/18; per image, half of that crop's loss.
     target = torch.zeros(2, 1, 8, 8)
     target[0, 0, 2:6, 2:6] = 1
     logits = torch.where(target > 0, 50.0, -50.0)
