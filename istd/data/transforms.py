@@ -60,13 +60,14 @@ def train_transform(
     rot90_p: float = 0.5,
     scale_p: float = 0.0,
     scale_range: tuple[float, float] = (0.7, 1.5),
+    pad_value: float = 0.0,
 ) -> A.Compose:
     """The training pipeline: rescale, pad, target-aware random crop, flips, rotations, noise,
     blur.
 
     Args:
-        crop_size: side of the square crop; smaller images are zero-padded (image and mask) at
-            a random position first.
+        crop_size: side of the square crop; smaller images are padded (image with
+            `pad_value`, mask with 0) at a random position first.
         target_p: probability that the crop is centred (with random jitter) around a target
             pixel when the mask has one; otherwise the crop is uniform.
         noise_p: probability of additive Gaussian noise (standard deviation 0.5 % to 2 % of
@@ -83,6 +84,10 @@ def train_transform(
             trained without it missed all four ~100-pixel targets of a NUAA-SIRST frame that
             it found at 0.5 and 0.75 of the size. 0 (the default) leaves the pipeline, and the
             random stream of runs made before the option, unchanged.
+        pad_value: intensity in [0, 1] of the padding around frames smaller than the crop.
+            0 (black) is the recipe of the shipped weights; the network itself pads frames at
+            prediction with its normalisation mean (`istd.models.layers.patch.pad_to_multiple`),
+            so passing that mean trains on the border it will meet.
 
     Returns:
         An albumentations pipeline called as ``pipeline(image=..., mask=...)``.
@@ -93,6 +98,8 @@ def train_transform(
     """
     if crop_size < 1:
         raise ConfigError(f"crop_size must be at least 1, got {crop_size}")
+    if not 0.0 <= pad_value <= 1.0:
+        raise ConfigError(f"pad_value must lie in [0, 1], got {pad_value}")
     if not is_scale_range(scale_range):
         raise ConfigError(f"scale_range must be two factors 0 < low <= high, got {scale_range}")
     probabilities = {
@@ -133,7 +140,7 @@ def train_transform(
                 min_width=crop_size,
                 position="random",
                 border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
+                fill=pad_value,
                 fill_mask=0,
             ),
             A.OneOf(crops, p=1.0),

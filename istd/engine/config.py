@@ -76,7 +76,9 @@ class AugmentConfig:
     by 90 degrees (`rot90_p`) and adds mild noise (`noise_p`) and blur (`blur_p`). With
     probability `scale_p` it first resizes the frame by a factor from `scale_range`. With
     probability `paste_p`, before all that, 1 to `paste_max` targets of other training frames
-    are pasted into the frame (`istd.data.paste`).
+    are pasted into the frame (`istd.data.paste`). Frames smaller than the crop are padded with
+    black (`pad_fill: black`, the shipped recipe) or with the normalisation mean (`mean`), the
+    fill the network uses itself when it pads a frame at prediction.
     """
 
     crop_size: int = 256
@@ -90,6 +92,7 @@ class AugmentConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
     paste_p: float = 0.0
     paste_max: int = 3
+    pad_fill: Literal["black", "mean"] = "black"
 
 
 @dataclass

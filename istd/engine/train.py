@@ -330,7 +330,7 @@ def _run(
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
     published = model if ema is None else ema.module  # what is validated and saved to best/
 
-    train_set = make_train_set(train_s, cfg)
+    train_set = make_train_set(train_s, cfg, norm_mean=mean)
     steps_per_epoch = len(make_train_loader(train_set, cfg, 0, info.rank, info.world_size))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.epochs, steps_per_epoch)

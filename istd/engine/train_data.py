@@ -209,9 +209,17 @@ def make_train_loader(
     )
 
 
-def make_train_set(samples: list[Sample], cfg: TrainConfig) -> EpochSeededDataset:
-    """The augmented training set of `samples`."""
+def make_train_set(
+    samples: list[Sample], cfg: TrainConfig, norm_mean: float = 0.0
+) -> EpochSeededDataset:
+    """The augmented training set of `samples`.
+
+    `norm_mean` (the network's normalisation mean, intensity in [0, 1]) fills the padding
+    when ``cfg.augment.pad_fill`` is ``mean``.
+    """
     pipeline = asdict(cfg.augment)
     paste = {key: pipeline.pop(key) for key in ("paste_p", "paste_max")}  # before the pipeline
-    transform = train_transform(**pipeline, seed=0)
+    pad_fill = pipeline.pop("pad_fill")
+    pad_value = norm_mean if pad_fill == "mean" else 0.0
+    transform = train_transform(**pipeline, pad_value=pad_value, seed=0)
     return EpochSeededDataset(samples, transform, cfg.train.seed, **paste)
