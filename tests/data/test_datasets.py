@@ -184,6 +184,8 @@ def test_horizontal_flip_alone_keeps_up_up() -> None:
         {"scale_range": (1.5, 0.7)},
         {"scale_range": (0.7,)},
         {"scale_range": (0.7, float("inf"))},
+        {"pad_value": -0.1},
+        {"pad_value": 1.5},
     ],
 )
 def test_train_transform_rejects_bad_settings(kwargs) -> None:

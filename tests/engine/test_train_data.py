@@ -1,4 +1,5 @@
-"""`split_samples`: the test split is never trained on or used to select best/."""
+"""`split_samples` (the test split is never trained on or used to select best/) and the
+training set's padding."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 from istd.data.io import write_png_atomic
 from istd.engine.config import load_config
-from istd.engine.train_data import split_samples
-from istd.errors import DataError
+from istd.engine.train_data import make_train_set, split_samples
+from istd.errors import ConfigError, DataError
 
 IDS = [f"{i:04d}" for i in range(10)]
 
@@ -91,3 +92,32 @@ def test_real_nuaa_sirst_test_split_never_selects(nuaa_sirst: Path) -> None:
         _split(nuaa_sirst, "data.train_split=trainvaltest", "data.val_split=null")
     train, val = _split(nuaa_sirst)  # the shipped idx_427 train / val
     assert (len(train), len(val)) == (256, 85)
+
+
+@pytest.mark.parametrize(("pad_fill", "expected"), [("black", 0.0), ("mean", 0.3)])
+def test_frames_smaller_than_the_crop_are_padded_with_the_chosen_fill(
+    dnanet: Path, pad_fill: str, expected: float
+) -> None:
+    cfg = load_config(
+        "mim-istd_nuaa-sirst",
+        [
+            f"data.root={dnanet}",
+            "augment.crop_size=16",  # the 8 x 8 frames fill a quarter of the crop
+            f"augment.pad_fill={pad_fill}",
+            "augment.noise_p=0.0",
+            "augment.blur_p=0.0",
+        ],
+    )
+    train, _ = split_samples(cfg)
+    image, mask = make_train_set(train, cfg, norm_mean=0.3)[0]
+    assert image.shape == (1, 16, 16)
+    pixels = image.numpy()
+    frame = np.isclose(pixels, 40 / 255) | np.isclose(pixels, 230 / 255)
+    assert frame.sum() == 64  # the whole frame, moved but not resized
+    assert np.allclose(pixels[~frame], expected)
+    assert mask.sum() == 4  # the padding holds no target
+
+
+def test_unknown_pad_fill_is_refused() -> None:
+    with pytest.raises(ConfigError, match="pad_fill"):
+        load_config("mim-istd_nuaa-sirst", ["augment.pad_fill=reflect"])
