@@ -25,9 +25,15 @@ Usage:
         [--note TEXT ...]
     python tools/release_weights.py --card-only [--name NAME --note TEXT ...]
     python tools/release_weights.py --name NAME --eval-tta DATA_ROOT
+    python tools/release_weights.py --name NAME --ensemble MEMBER --ensemble MEMBER
+        --eval-test DATA_ROOT [--cross NAME=DATA_ROOT ...] [--note TEXT ...]
 
 `--eval-tta` evaluates a released folder's test split again with flip test-time augmentation
 (`istd eval --tta`) into metrics_tta.json, which the card shows beside the plain figures.
+
+`--ensemble` releases `--name` as an ensemble (`istd.models.ensemble`) of released folders:
+`ensemble.json` naming them, its metrics on their validation split (`metrics_val.json`, what
+it is chosen on) and on the test split, evaluated at release.
 
 `--card-only` with `--name` and `--note` adds remarks to a released folder's release.json (a
 later run that was tried and not released, say) without touching its weights.
@@ -56,8 +62,9 @@ import yaml
 from istd._atomic import recover_dir, replace_dir_atomic, write_atomic
 from istd.engine.checkpoint import INIT_RECORD
 from istd.engine.curves import write_training_curves
-from istd.engine.evaluate import sha256_file
+from istd.engine.evaluate import sha256_file, weights_sha256
 from istd.errors import ConfigError, IstdError, WeightsError
+from istd.models.ensemble import ENSEMBLE_FILE, ensemble_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
 from weights_card import (  # noqa: E402
@@ -91,6 +98,7 @@ __all__ = [
     "hardware",
     "read_log",
     "release",
+    "release_ensemble",
     "render_card",
     "train_command",
     "write_card",
@@ -228,34 +236,49 @@ def _refuse_worse(dst: Path, new: dict[str, Any], force: bool) -> None:
 
 
 def _evaluate(
-    folder: Path, name: str, data: Path, limit: int | None, device: str, tta: bool = False
+    folder: Path,
+    name: str,
+    data: Path,
+    limit: int | None,
+    device: str,
+    tta: bool = False,
+    split: str | None = None,
 ) -> Path:
-    """Evaluate `folder`'s weights on `data`'s test split; return the report folder (temporary).
+    """Evaluate `folder`'s weights on a split of `data` (default: its test split); return the
+    report folder (temporary).
 
     The weights are linked into a folder named `name`, so the report's label and the Pd-Fa
-    legend say `name`, not a temporary name.
+    legend say `name`, not a temporary name; an ensemble's members are linked beside it.
     """
     from istd.engine.evaluate import run_evaluation
 
     work = Path(tempfile.mkdtemp(prefix="istd-release-"))
     source = work / name
     source.mkdir()
-    for file in ("model.safetensors", "config.json"):
-        (source / file).symlink_to((folder / file).resolve())
+    if (folder / ENSEMBLE_FILE).is_file():
+        shutil.copyfile(folder / ENSEMBLE_FILE, source / ENSEMBLE_FILE)
+        for member in ensemble_members(folder):
+            (work / member).symlink_to((folder.parent / member).resolve())
+    else:
+        for file in ("model.safetensors", "config.json"):
+            (source / file).symlink_to((folder / file).resolve())
     try:
         run_evaluation(
-            [str(source)], data, work / "report", limit=limit, gallery=0, device=device, tta=tta
-        )
+            [str(source)], data, work / "report", split=split, limit=limit, gallery=0,
+            device=device, tta=tta,
+        )  # fmt: skip
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return work
 
 
-def _eval_json(work: Path, name: str, limit: int | None) -> dict[str, Any]:
+def _eval_json(
+    work: Path, name: str, limit: int | None, file: str = "model.safetensors"
+) -> dict[str, Any]:
     data = json.loads((work / "report" / "metrics.json").read_text(encoding="utf-8"))
     # The file evaluated is the released one (same sha256); name it where it will live.
-    data["facts"].update(source=name, weights=f"weights/{name}/model.safetensors", limit=limit)
+    data["facts"].update(source=name, weights=f"weights/{name}/{file}", limit=limit)
     return data
 
 
@@ -392,12 +415,7 @@ def release(
             log(f"evaluating {name} on {data} (test split) -> {target}")
             work = _evaluate(tmp, name, data, eval_limit, device)
             try:
-                write_atomic(tmp / target, json.dumps(_eval_json(work, name, eval_limit), indent=2) + "\n",
-                             overwrite=True)  # fmt: skip
-                if target == "metrics.json":
-                    for report_file, extra in TEST_EXTRAS.items():
-                        if (work / "report" / report_file).is_file():
-                            shutil.copyfile(work / "report" / report_file, tmp / extra)
+                _write_eval(tmp, target, work, name, eval_limit, "model.safetensors")
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         write_atomic(tmp / "release.json", json.dumps(record, indent=2) + "\n", overwrite=True)
@@ -412,6 +430,117 @@ def release(
     card = write_card(root)
     log(f"model card: {card}")
     return dst
+
+
+def _write_eval(
+    tmp: Path, target: str, work: Path, name: str, limit: int | None, file: str
+) -> None:
+    """Keep an evaluation's metrics as `target` in `tmp`; a test split's also its Pd-Fa curve and
+    per-image table (TEST_EXTRAS)."""
+    result = json.dumps(_eval_json(work, name, limit, file), indent=2) + "\n"
+    write_atomic(tmp / target, result, overwrite=True)
+    if target == "metrics.json":
+        for report_file, extra in TEST_EXTRAS.items():
+            if (work / "report" / report_file).is_file():
+                shutil.copyfile(work / "report" / report_file, tmp / extra)
+
+
+def release_ensemble(
+    name: str,
+    members: Sequence[str],
+    data: str | Path,
+    *,
+    weights_root: str | Path | None = None,
+    cross: dict[str, str | Path] | None = None,
+    notes: Sequence[str] = (),
+    eval_limit: int | None = None,
+    device: str = "cpu",
+    invocation: str | None = None,
+    log: Any = print,
+) -> Path:
+    """Write `weights_root/name` as an ensemble of released weights folders and rewrite the card.
+
+    The folder holds `ensemble.json` (the members' names; they stay in their own folders), the
+    ensemble's metrics on the members' validation split (`metrics_val.json`, what it was chosen
+    on), on the test split of `data` (`metrics.json`, `pd_fa.png`, `per_image_test.csv`),
+    on other datasets' test splits (`cross`) and `release.json`.
+
+    Raises:
+        ConfigError: bad names, fewer than two members or a member named twice.
+        WeightsError: a member that is not a released weights folder, members validated on
+            other ids, or a folder of that name that is not an ensemble.
+    """
+    from istd.models import from_pretrained
+    from istd.models.hub import read_config
+
+    root = Path(weights_root) if weights_root else REPO / "weights"
+    _check_name(name, "weights name")
+    members = [_check_name(m, "ensemble member") for m in members]
+    if len(members) < 2 or len(set(members)) != len(members):
+        raise ConfigError(f"an ensemble needs two or more different members, got {members}")
+    cross = {_check_name(k, "cross dataset name"): Path(v) for k, v in (cross or {}).items()}
+    metas = []
+    for member in members:
+        if not (root / member / "model.safetensors").is_file():
+            raise WeightsError(
+                f"{root / member}: not a released weights folder (release each member first)"
+            )
+        metas.append(read_config(root / member))
+    val_ids = {m["extra"].get("split_sha256", {}).get("val") for m in metas}
+    if len(val_ids) != 1 or None in val_ids:
+        raise WeightsError(
+            f"members {', '.join(members)} were not validated on the same ids: an ensemble is "
+            "chosen on the validation split its members share"
+        )
+    val_split = metas[0]["extra"]["train_config"]["data"]["val_split"]
+    dst = root / name
+    recover_dir(dst)
+    if dst.exists() and not (dst / ENSEMBLE_FILE).is_file():
+        raise WeightsError(f"{dst} exists and is not an ensemble folder: not replaced")
+    record = {
+        "name": name,
+        "final": True,
+        "released_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "members": {m: sha256_file(root / m / "model.safetensors") for m in members},
+        "weights_sha256": None,  # of the members, below
+        "hardware": hardware(),
+        "notes": list(notes),
+        "tool": invocation,
+    }
+
+    def build(tmp: Path) -> None:
+        text = json.dumps({"members": members}, indent=2) + "\n"
+        write_atomic(tmp / ENSEMBLE_FILE, text, overwrite=True)
+        from_pretrained(tmp)  # refuse members that do not load (tmp lies beside them)
+        record["weights_sha256"] = weights_sha256(tmp)
+        jobs = [("metrics_val.json", Path(data), val_split), ("metrics.json", Path(data), None)]
+        jobs += [(f"cross_{k}.json", v, None) for k, v in cross.items()]
+        for target, source, split in jobs:
+            log(f"evaluating {name} on {source} ({split or 'test'} split) -> {target}")
+            work = _evaluate(tmp, name, source, eval_limit, device, split=split)
+            try:
+                _write_eval(tmp, target, work, name, eval_limit, ENSEMBLE_FILE)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        val = _json_file(tmp / "metrics_val.json")
+        if eval_limit is None and val["facts"].get("ids_sha256") != val_ids.pop():
+            raise WeightsError(
+                f"{data}: its {val_split!r} split holds other ids than the members' validation"
+            )
+        write_atomic(tmp / "release.json", json.dumps(record, indent=2) + "\n", overwrite=True)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
+        tmp.chmod(0o755)
+
+    replace_dir_atomic(dst, build)
+    log(f"released the ensemble {' + '.join(members)} -> {dst}")
+    card = write_card(root)
+    log(f"model card: {card}")
+    return dst
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def add_notes(name: str, notes: Sequence[str], weights_root: str | Path | None = None) -> Path:
@@ -490,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a remark on how the weights were made, listed on the card (repeatable)")  # fmt: skip
     parser.add_argument("--eval-tta", type=Path, metavar="DATA_ROOT",
                         help="evaluate a released folder's test split with flip TTA (needs --name)")  # fmt: skip
+    parser.add_argument("--ensemble", dest="members", action="append", default=[],
+                        metavar="MEMBER", help="release --name as an ensemble of these released "
+                        "folders (repeatable; needs --eval-test)")  # fmt: skip
     parser.add_argument("--eval-limit", type=int, help="first N test images only (smoke)")
     parser.add_argument("--device", default="cpu", help="evaluation device")
     parser.add_argument("--weights-root", type=Path, help="default: the repository's weights/")
@@ -512,6 +644,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.name, args.eval_tta, args.weights_root, args.eval_limit, args.device
             )
             print(f"model card: {card}")
+            return 0
+        if args.members:
+            if args.name is None or args.eval_test is None or args.run is not None:
+                parser.error("--ensemble takes --name and --eval-test DATA_ROOT, not --run")
+            release_ensemble(
+                args.name, args.members, args.eval_test, weights_root=args.weights_root,
+                cross=_parse_cross(args.cross), notes=args.notes, eval_limit=args.eval_limit,
+                device=args.device,
+                invocation="python tools/release_weights.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+            )  # fmt: skip
             return 0
         if args.run is None or args.name is None:
             parser.error("--run and --name are required (or --card-only)")

@@ -327,6 +327,36 @@ def _section(folder: Path) -> list[str]:
     again = f" --load-from {start}" if start else ""
     lines += [f"istd train weights/{name}/train_config.yaml --work-dir WORK{again}   # the same config",
               "istd train --work-dir WORK --resume   # after each interruption", "```", ""]  # fmt: skip
+    lines += _evaluation_lines(folder, test, tta)
+    if (folder / "curves.png").is_file():
+        lines += [
+            "### Training curves (`log.csv`)",
+            "",
+            f"![Training curves]({name}/curves.png)",
+            "",
+        ]
+    val_rows = [r for r in rows if r.get("val_iou") is not None][-LATEST_ROWS:]
+    if val_rows:
+        lines += ["### Latest validation rows (`log.csv`)", "",
+                  "| epoch | train loss | val IoU | val nIoU | val Pd | val Fa (x 1e-6) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"| {int(r['epoch'])} | {_f(r['loss'])} | {_f(r['val_iou'])} | {_f(r['val_niou'])} | "
+            f"{_f(r['val_pd'])} | {_f(r['val_fa'], 2, 1e6)} |"
+            for r in val_rows
+        ]
+        lines.append("")
+    if str(extra.get("dataset", "")).startswith("NUAA-SIRST"):
+        lines += _distance_lines(test, tta, val)
+    return lines
+
+
+def _evaluation_lines(
+    folder: Path, test: dict[str, Any] | None, tta: dict[str, Any] | None
+) -> list[str]:
+    """Card lines of a folder's test metrics (plain and --tta), the images where its IoU is
+    lost, its cross-dataset results and its Pd-Fa curve."""
+    name, lines = folder.name, []
     if test is not None:
         f = test["facts"]
         lines += [
@@ -360,37 +390,81 @@ def _section(folder: Path) -> list[str]:
         lines.append("")
     if (folder / "pd_fa.png").is_file():
         lines += ["### Pd-Fa curve (test split)", "", f"![Pd-Fa curve]({name}/pd_fa.png)", ""]
-    if (folder / "curves.png").is_file():
+    return lines
+
+
+def _distance_lines(
+    test: dict[str, Any] | None, tta: dict[str, Any] | None, val: dict[str, Any]
+) -> list[str]:
+    """The card's distance to the issue's targets and the paper (NUAA-SIRST weights)."""
+    lines = ["### Distance to the targets and the paper", ""]
+    if test is not None:
+        # a smoke evaluation (--eval-limit) must not read as the whole split's distance
+        limit = test["facts"].get("limit")
+        first = f"the first {limit} images of " if limit else ""
+        lines.append(_distance(test, f"{first}the {test['facts']['split']} split"))
+        if tta is not None:
+            lines += ["", _distance(tta, f"the {tta['facts']['split']} split with --tta")]
+    else:
+        lines.append(_distance(val, "the validation split (the targets are for test, "
+                                    "which is not evaluated yet)"))  # fmt: skip
+    lines.append("")
+    return lines
+
+
+def _ensemble_section(folder: Path) -> list[str]:
+    """The card section of an ensemble folder: its members, and its metrics on their validation
+    split (what it was chosen on) and on test."""
+    from istd.models import from_pretrained
+    from istd.models.ensemble import ENSEMBLE_FILE, ensemble_members
+    from istd.models.hub import read_config
+
+    name, members = folder.name, ensemble_members(folder)
+    rel = _json(folder / "release.json") or {}
+    val, test = _json(folder / "metrics_val.json"), _json(folder / "metrics.json")
+    params = sum(p.numel() for p in from_pretrained(folder).parameters())
+    metas = {m: read_config(folder.parent / m) for m in members}
+    links = " and ".join(f"[`{m}`](#{m.replace('.', '')})" for m in members)
+    lines = [
+        f"## {name}", "",
+        f"**An ensemble** of {links} (`{ENSEMBLE_FILE}`, `istd.models.ensemble`): the mean of "
+        "their probabilities, each member at its own input scale. It runs every member, so it "
+        f"costs the sum of their compute ({params / 1e6:.2f} M parameters in all).", "",
+        "| | |", "|---|---|",
+    ]  # fmt: skip
+    shas = rel.get("members", {})
+    for m in members:
+        lines.append(
+            f"| member | `{m}`, model.safetensors sha256 `{shas.get(m, 'not recorded')}` |"
+        )
+    hw = rel.get("hardware")
+    if hw:
+        gpu = hw.get("cuda") or "no GPU"
+        lines.append(
+            f"| release machine | {hw['cpu']}, {hw['cpu_cores_usable']} usable cores, {gpu}; "
+            f"{hw['platform']}; torch {hw['torch']} |"
+        )
+    lines += [f"| released | {rel.get('released_utc', 'not recorded')} |", ""]
+    if rel.get("notes"):
+        lines += ["Notes:", ""] + [f"- {note}" for note in rel["notes"]] + [""]
+    if val is not None:
+        f = val["facts"]
         lines += [
-            "### Training curves (`log.csv`)",
-            "",
-            f"![Training curves]({name}/curves.png)",
-            "",
-        ]
-    val_rows = [r for r in rows if r.get("val_iou") is not None][-LATEST_ROWS:]
-    if val_rows:
-        lines += ["### Latest validation rows (`log.csv`)", "",
-                  "| epoch | train loss | val IoU | val nIoU | val Pd | val Fa (x 1e-6) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+            "### Validation (what it was chosen on)", "",
+            f"`istd eval --weights {name} --data {f['dataset']} --split {f['split']}` "
+            f"(`metrics_val.json`), {val['n_images']} images, against each member's best "
+            "checkpoint on the same split (recorded by `istd train` in its config.json)."
+            + _limited(val), "",
+            "| weights | IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|---|",
+            f"| {name} | {_metric_cells(val)} |",
+        ]  # fmt: skip
         lines += [
-            f"| {int(r['epoch'])} | {_f(r['loss'])} | {_f(r['val_iou'])} | {_f(r['val_niou'])} | "
-            f"{_f(r['val_pd'])} | {_f(r['val_fa'], 2, 1e6)} |"
-            for r in val_rows
+            f"| {m} | {_metric_cells(metas[m]['extra'].get('metrics', {}))} |" for m in members
         ]
         lines.append("")
-    if str(extra.get("dataset", "")).startswith("NUAA-SIRST"):
-        lines += ["### Distance to the targets and the paper", ""]
-        if test is not None:
-            # a smoke evaluation (--eval-limit) must not read as the whole split's distance
-            limit = test["facts"].get("limit")
-            first = f"the first {limit} images of " if limit else ""
-            lines.append(_distance(test, f"{first}the {test['facts']['split']} split"))
-            if tta is not None:
-                lines += ["", _distance(tta, f"the {tta['facts']['split']} split with --tta")]
-        else:
-            lines.append(_distance(val, "the validation split (the targets are for test, "
-                                        "which is not evaluated yet)"))  # fmt: skip
-        lines.append("")
+    lines += _evaluation_lines(folder, test, None)
+    if str(metas[members[0]]["extra"].get("dataset", "")).startswith("NUAA-SIRST"):
+        lines += _distance_lines(test, None, val or {})
     return lines
 
 
@@ -411,13 +485,15 @@ def _stage_row(folder: Path, k: int, stage: dict[str, Any], n_stages: int) -> st
 
 def render_card(weights_root: Path) -> str:
     """weights/README.md text: an introduction and one section per weights folder."""
+    from istd.models.ensemble import ENSEMBLE_FILE
     from istd.models.hub import DEFAULT_WEIGHTS
 
     if not weights_root.is_dir():
         raise WeightsError(f"{weights_root}: no such weights folder")
     folders = sorted(
         p for p in weights_root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()
+        if p.is_dir() and not p.name.startswith(".")
+        and ((p / "config.json").is_file() or (p / ENSEMBLE_FILE).is_file())
     )  # fmt: skip
     lines = [
         "# Shipped weights", "",
@@ -432,7 +508,8 @@ def render_card(weights_root: Path) -> str:
         "Fa <= 1e-5. Fa is printed x 1e-6.", "",
     ]  # fmt: skip
     for folder in folders:
-        lines += _section(folder)
+        ensemble = (folder / ENSEMBLE_FILE).is_file()
+        lines += _ensemble_section(folder) if ensemble else _section(folder)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -191,14 +191,31 @@ def _versions() -> dict[str, str]:
     }
 
 
+def weights_sha256(folder: Path) -> str | None:
+    """sha256 of a weights folder's model.safetensors; for an ensemble folder, of its members'
+    names and weights sha256, one ``name sha256`` line each (None: no weights there)."""
+    from istd.models.ensemble import ENSEMBLE_FILE, ensemble_members
+    from istd.models.hub import WEIGHTS_FILE
+
+    if (folder / ENSEMBLE_FILE).is_file():
+        lines = [f"{n} {weights_sha256(folder.parent / n)}\n" for n in ensemble_members(folder)]
+        return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    weights = folder / WEIGHTS_FILE
+    return sha256_file(weights) if weights.is_file() else None
+
+
 def _model_facts(source: str, model: nn.Module) -> dict[str, Any]:
+    from istd.models.ensemble import ENSEMBLE_FILE
     from istd.models.hub import WEIGHTS_FILE, weights_dir
 
     folder = Path(source) if Path(source).is_dir() else weights_dir() / source
-    weights = folder / WEIGHTS_FILE
+    ensemble = (folder / ENSEMBLE_FILE).is_file()
+    weights = folder / (ENSEMBLE_FILE if ensemble else WEIGHTS_FILE)
     facts: dict[str, Any] = {"source": source, "model": getattr(model, "model_name", source)}
     if getattr(model, "requires_weights", True) and weights.is_file():
-        facts.update(weights=str(weights), weights_sha256=sha256_file(weights))
+        facts.update(weights=str(weights), weights_sha256=weights_sha256(folder))
+        if ensemble:
+            facts["members"] = list(model.config.members)
     else:
         facts.update(weights=None, weights_sha256=None)  # a weight-free detector
     facts["parameters"] = int(sum(p.numel() for p in model.parameters()))

@@ -7,7 +7,8 @@ Layout of a weights folder (after smp's hub mixin and timm's `save_for_hf`)::
     README.md           a model card: architecture, dataset and metrics from `extra`
 
 `from_pretrained` rebuilds the network from config.json alone through the registry, then loads
-the tensors after checking every name and shape.
+the tensors after checking every name and shape. A folder holding `ensemble.json` instead
+loads the weights folders it names, beside it, as one `istd.models.ensemble.Ensemble`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from istd._atomic import write_atomic
 from istd._json import json_safe
 from istd.errors import ConfigError, WeightsError
 from istd.models._registry import build_model, list_models
+from istd.models.ensemble import ENSEMBLE_FILE, load_ensemble
 
 DEFAULT_WEIGHTS = "mim-istd-nuaa-sirst"
 WEIGHTS_FILE = "model.safetensors"
@@ -196,6 +198,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def _load_folder(directory: Path) -> nn.Module:
+    if (directory / ENSEMBLE_FILE).is_file():
+        return load_ensemble(directory, _load_folder)
     meta = read_config(directory)
     cfg_path = directory / CONFIG_FILE
     if meta["model"] not in list_models():
@@ -289,7 +293,8 @@ def _is_plain(name: str) -> bool:
 
 def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None = None) -> nn.Module:
     """Load a model in eval mode from a weights folder, a named folder under `weights_dir()`, or
-    a registered weight-free detector name.
+    a registered weight-free detector name. An ensemble folder (`ensemble.json`) loads as one
+    `istd.models.ensemble.Ensemble` of the weights folders it names.
 
     Args:
         dir_or_name: a folder path, a weights name (e.g. ``DEFAULT_WEIGHTS``) or e.g. ``tophat``.

@@ -397,3 +397,60 @@ def test_card_only_adds_notes_to_a_release(tmp_path: Path, capsys: pytest.Captur
     capsys.readouterr()
     assert rw.main(["--card-only", "--weights-root", str(root), "--name", "v", "--note", "n"]) == 1
     assert "'v'" in capsys.readouterr().err
+
+
+def _two_members(tmp_path: Path) -> Path:
+    root = tmp_path / "weights"
+    for seed, member in enumerate(("a", "b")):
+        run = make_run(tmp_path / f"run-{member}", 0.5 + seed / 100, seed=seed)
+        rw.release(run, member, weights_root=root, final=True, log=lambda _: None)
+    return root
+
+
+def test_ensemble_release_evaluates_val_and_test_and_writes_its_section(
+    tmp_path: Path, nuaa_sirst: Path
+) -> None:
+    root = _two_members(tmp_path)
+    argv = ["--name", "ab", "--ensemble", "a", "--ensemble", "b", "--eval-test", str(nuaa_sirst),
+            "--eval-limit", "2", "--weights-root", str(root), "--note", "chosen on val"]  # fmt: skip
+    assert rw.main(argv) == 0
+    dst = root / "ab"
+    assert json.loads((dst / "ensemble.json").read_text()) == {"members": ["a", "b"]}
+    val, test = (json.loads((dst / f).read_text()) for f in ("metrics_val.json", "metrics.json"))
+    assert val["facts"]["split"] == "val" and test["facts"]["split"] == "test"
+    assert val["n_images"] == test["n_images"] == 2
+    assert test["facts"]["members"] == ["a", "b"]
+    assert test["facts"]["weights"] == "weights/ab/ensemble.json"
+    assert test["facts"]["weights_sha256"] == rw.weights_sha256(dst) is not None
+    record = json.loads((dst / "release.json").read_text())
+    assert record["members"]["a"] == rw.sha256_file(root / "a" / "model.safetensors")
+    assert (dst / "pd_fa.png").is_file() and (dst / "per_image_test.csv").is_file()
+    card = (root / "README.md").read_text()
+    section = card[card.index("## ab") :]
+    assert "**An ensemble** of [`a`](#a) and [`b`](#b)" in section
+    assert f"| ab | {val['iou']:.4f} | {val['niou']:.4f} |" in section
+    assert "| a | 0.5000 | 0.4800 | 0.8000 | 35.00 |" in section  # a's best val checkpoint
+    assert f"| {test['iou']:.4f} | {test['niou']:.4f} |" in section
+    assert "- chosen on val" in section and "![Pd-Fa curve](ab/pd_fa.png)" in section
+
+
+def test_ensemble_release_refuses_bad_members(tmp_path: Path, capsys) -> None:
+    root = _two_members(tmp_path)
+    with pytest.raises(ConfigError, match="two or more different members"):
+        rw.release_ensemble("ab", ["a", "a"], tmp_path, weights_root=root)
+    with pytest.raises(WeightsError, match="not a released weights folder"):
+        rw.release_ensemble("ab", ["a", "nope"], tmp_path, weights_root=root)
+    with pytest.raises(ConfigError, match="ensemble member"):
+        rw.release_ensemble("ab", ["a", "../b"], tmp_path, weights_root=root)
+    with pytest.raises(WeightsError, match="not an ensemble folder"):
+        rw.release_ensemble("a", ["a", "b"], tmp_path, weights_root=root)
+    with pytest.raises(SystemExit):  # --ensemble without --eval-test
+        rw.main(["--name", "ab", "--ensemble", "a", "--ensemble", "b"])
+    assert "--ensemble takes --name and --eval-test" in capsys.readouterr().err
+    config = json.loads((root / "b" / "config.json").read_text())
+    config["extra"]["split_sha256"]["val"] = "c" * 8
+    (root / "b" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="not validated on the same ids"):
+        rw.release_ensemble("ab", ["a", "b"], tmp_path, weights_root=root)
+    assert not (root / "ab").exists()
+    assert (root / "a" / "model.safetensors").is_file()  # the member refused as a name is intact
