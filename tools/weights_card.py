@@ -248,7 +248,9 @@ def _section(folder: Path) -> list[str]:
         status += " The test split has not been evaluated for these weights."
     lines = [f"## {name}", "", status, "", "| | |", "|---|---|"]
     model = f"`{meta['model']}` ({params / 1e6:.2f} M parameters), scan `{cfg.get('scan')}`, "
-    lines.append(f"| model | {model}inner `{cfg.get('inner')}`, in_chans {cfg.get('in_chans')} |")
+    model += f"inner `{cfg.get('inner')}`, in_chans {cfg.get('in_chans')}, "
+    model += f"head at H/{cfg.get('head_stride', 4)}, input scale {cfg.get('input_scale', 1.0):g}"
+    lines.append(f"| model | {model} |")
     n_val = f" ({int(val['n_images'])} images)" if "n_images" in val else ""
     lines.append(f"| data | {extra.get('dataset', 'n/a')}; {extra.get('split', 'n/a')}{n_val} |")
     mean, std = (", ".join(f"{v:.4f}" for v in cfg.get(k, ())) for k in ("norm_mean", "norm_std"))
@@ -261,6 +263,8 @@ def _section(folder: Path) -> list[str]:
         if a.get("scale_p", 0) > 0:  # absent from configs saved before the option
             low, high = a["scale_range"]
             flips += f", rescale by {low:g}-{high:g} p {a['scale_p']:g}"
+        if a.get("pad_fill") == "mean":
+            flips += ", small frames padded with the normalisation mean"
         lines.append(
             f"| recipe | {o['name']} lr {o['lr']:g}, weight decay {o['weight_decay']:g} on "
             f"{decayed[o['decay']]}, "

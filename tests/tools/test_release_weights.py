@@ -298,11 +298,14 @@ def test_distance_of_a_limited_test_evaluation_says_so(tmp_path: Path) -> None:
 def test_card_recipe_names_the_rescale_and_average_when_used(tmp_path: Path) -> None:
     root = tmp_path / "weights"
     rw.release(make_run(tmp_path / "plain", 0.5), "plain", weights_root=root, log=lambda _: None)
-    run = make_run(tmp_path / "scaled", 0.5, sets=("augment.scale_p=0.5", "train.ema_decay=0.99"))
-    rw.release(run, "scaled", weights_root=root, log=lambda _: None)
+    sets = ("augment.scale_p=0.5", "train.ema_decay=0.99", "augment.pad_fill=mean")
+    rw.release(make_run(tmp_path / "scaled", 0.5, sets=sets), "scaled", weights_root=root,
+               log=lambda _: None)  # fmt: skip
     card = (root / "README.md").read_text()
     assert card.count("rescale by 0.7-1.5 p 0.5") == 1  # the scaled run's recipe only
     assert card.count("moving average, decay 0.99 per step") == 1
+    assert card.count("small frames padded with the normalisation mean") == 1
+    assert card.count("head at H/4, input scale 1 |") == 2
 
 
 def test_fine_tuned_runs_document_their_earlier_stages(tmp_path: Path) -> None:
