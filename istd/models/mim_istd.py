@@ -188,6 +188,11 @@ def set_input_scale(model: nn.Module, scale: float | None) -> nn.Module:
         return model
     if not isinstance(model, MiMISTD):
         name = getattr(model, "model_name", type(model).__name__)
+        members = getattr(getattr(model, "config", None), "members", None)
+        if members:
+            raise ConfigError(
+                f"input scale {scale}: {name!r} is an ensemble; each member runs at its own"
+            )
         raise ConfigError(f"input scale {scale}: model {name!r} has none (networks only)")
     model.set_input_scale(scale)
     return model

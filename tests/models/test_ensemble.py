@@ -11,7 +11,7 @@ import torch
 
 import istd
 from istd.engine.evaluate import weights_sha256
-from istd.errors import WeightsError
+from istd.errors import ConfigError, WeightsError
 from istd.models import build_model, from_pretrained
 from istd.models.ensemble import Ensemble
 
@@ -59,6 +59,8 @@ def test_predictor_and_weights_name_load_an_ensemble(
     result = istd.Predictor(weights="ab", precision="float32")(frame)
     assert np.allclose(result.prob, (members[0] + members[1]) / 2, atol=1e-5)
     assert result.mask.shape == (24, 40)
+    with pytest.raises(ConfigError, match="'ab' is an ensemble; each member runs at its own"):
+        istd.Predictor(weights="ab", input_scale=2.0)
 
 
 def test_fingerprint_follows_the_members_weights(root: Path) -> None:
