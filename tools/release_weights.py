@@ -418,18 +418,23 @@ def release(
                 _write_eval(tmp, target, work, name, eval_limit, "model.safetensors")
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        write_atomic(tmp / "release.json", json.dumps(record, indent=2) + "\n", overwrite=True)
-        for path in tmp.iterdir():
-            if path.stat().st_size >= MAX_BYTES:
-                raise WeightsError(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB >= 25 MB")
-            path.chmod(0o644)
-        tmp.chmod(0o755)
+        _seal(tmp, record)
 
     replace_dir_atomic(dst, build)
     log(f"released {run} -> {dst}")
-    card = write_card(root)
-    log(f"model card: {card}")
+    log(f"model card: {write_card(root)}")
     return dst
+
+
+def _seal(tmp: Path, record: dict[str, Any]) -> None:
+    """Write the release record into the new folder and make its files world-readable; refuse
+    any file of 25 MB or more."""
+    write_atomic(tmp / "release.json", json.dumps(record, indent=2) + "\n", overwrite=True)
+    for path in tmp.iterdir():
+        if path.stat().st_size >= MAX_BYTES:
+            raise WeightsError(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB >= 25 MB")
+        path.chmod(0o644)
+    tmp.chmod(0o755)
 
 
 def _write_eval(
@@ -527,15 +532,11 @@ def release_ensemble(
             raise WeightsError(
                 f"{data}: its {val_split!r} split holds other ids than the members' validation"
             )
-        write_atomic(tmp / "release.json", json.dumps(record, indent=2) + "\n", overwrite=True)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        tmp.chmod(0o755)
+        _seal(tmp, record)
 
     replace_dir_atomic(dst, build)
     log(f"released the ensemble {' + '.join(members)} -> {dst}")
-    card = write_card(root)
-    log(f"model card: {card}")
+    log(f"model card: {write_card(root)}")
     return dst
 
 

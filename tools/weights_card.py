@@ -293,13 +293,7 @@ def _section(folder: Path) -> list[str]:
             f"| wall time | {epoch_s / 3600:.2f} h (sum of epoch_s), {wall} h (wall_time_s); "
             f"median {median} training images/s |"
         )
-    hw = rel.get("hardware")
-    if hw:
-        gpu = hw.get("cuda") or "no GPU"
-        lines.append(
-            f"| release machine | {hw['cpu']}, {hw['cpu_cores_usable']} usable cores, {gpu}; "
-            f"{hw['platform']}; torch {hw['torch']} |"
-        )
+    lines += _machine_row(rel)
     if rel.get("hardware_note"):
         lines.append(f"| training hardware | {rel['hardware_note']} |")
     if val:
@@ -416,6 +410,18 @@ def _distance_lines(
     return lines
 
 
+def _machine_row(rel: dict[str, Any]) -> list[str]:
+    """The card row of the machine a release was made on (none for releases without it)."""
+    hw = rel.get("hardware")
+    if not hw:
+        return []
+    gpu = hw.get("cuda") or "no GPU"
+    return [
+        f"| release machine | {hw['cpu']}, {hw['cpu_cores_usable']} usable cores, {gpu}; "
+        f"{hw['platform']}; torch {hw['torch']} |"
+    ]
+
+
 def _ensemble_section(folder: Path) -> list[str]:
     """The card section of an ensemble folder: its members, and its metrics on their validation
     split (what it was chosen on) and on test."""
@@ -441,13 +447,7 @@ def _ensemble_section(folder: Path) -> list[str]:
         lines.append(
             f"| member | `{m}`, model.safetensors sha256 `{shas.get(m, 'not recorded')}` |"
         )
-    hw = rel.get("hardware")
-    if hw:
-        gpu = hw.get("cuda") or "no GPU"
-        lines.append(
-            f"| release machine | {hw['cpu']}, {hw['cpu_cores_usable']} usable cores, {gpu}; "
-            f"{hw['platform']}; torch {hw['torch']} |"
-        )
+    lines += _machine_row(rel)
     lines += [f"| released | {rel.get('released_utc', 'not recorded')} |", ""]
     if rel.get("notes"):
         lines += ["Notes:", ""] + [f"- {note}" for note in rel["notes"]] + [""]
