@@ -505,7 +505,9 @@ def render_card(weights_root: Path) -> str:
         "edit by hand. Weights are `model.safetensors` plus `config.json` (architecture, "
         "normalisation statistics of the training split, and under `extra` the validation "
         "metrics, split hashes and training config); nothing is pickled. Each folder also holds "
-        "the run's `log.csv`, `train_config.yaml` and `release.json`. Load with "
+        "the run's `log.csv`, `train_config.yaml` and `release.json`; an ensemble folder holds "
+        "`ensemble.json`, naming the weights folders whose probabilities it averages, instead "
+        "of weights and training files. Load with "
         f"`istd.from_pretrained(\"<name>\")` or `--weights <name>`; `istd predict` and `istd eval` "
         f"use `{DEFAULT_WEIGHTS}` when no weights are named.", "",
         "Issue targets on the NUAA-SIRST test split at threshold 0.5: IoU >= 0.75, Pd >= 0.97, "
