@@ -26,11 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from istd.errors import WeightsError
+from istd.models.tta import logit_of_mean
 
 __all__ = ["ENSEMBLE_FILE", "Ensemble", "EnsembleConfig", "ensemble_members", "load_ensemble"]
 
 ENSEMBLE_FILE = "ensemble.json"
-_EPS = 1e-7  # keeps the logit of an averaged probability of exactly 0 or 1 finite
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,7 @@ class Ensemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (B, 1, H, W) of the members' mean probability for frames (B, C, H, W)."""
-        total = None
-        for member in self.members:
-            prob = torch.sigmoid(member(x).float())
-            total = prob if total is None else total + prob
-        return torch.logit(total / len(self.members), eps=_EPS)
+        return logit_of_mean([torch.sigmoid(member(x).float()) for member in self.members])
 
 
 def ensemble_members(folder: Path) -> list[str]:
@@ -99,9 +95,10 @@ def ensemble_members(folder: Path) -> list[str]:
     members = data.get("members") if isinstance(data, dict) else None
     if not isinstance(members, list) or len(members) < 2:
         raise WeightsError(f"{path}: 'members' must list two or more weights folder names")
+    from istd.models.hub import is_plain_name  # hub loads ensembles: imported on use
+
     for name in members:
-        plain = isinstance(name, str) and name not in ("", ".", "..")
-        if not plain or "/" in name or "\\" in name or name.startswith("."):
+        if not (isinstance(name, str) and is_plain_name(name)):
             raise WeightsError(
                 f"{path}: member {name!r} is not a plain folder name (members lie beside "
                 f"{folder.name}, named without a path)"

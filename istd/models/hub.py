@@ -283,10 +283,10 @@ def weights_folder(dir_or_name: str | Path) -> Path | None:
     name = str(dir_or_name)
     if _weight_free(name) is not None:  # such names load the detector, as in from_pretrained
         return None
-    return weights_dir() / name if _is_plain(name) and (weights_dir() / name).is_dir() else None
+    return weights_dir() / name if is_plain_name(name) and (weights_dir() / name).is_dir() else None
 
 
-def _is_plain(name: str) -> bool:
+def is_plain_name(name: str) -> bool:
     """A bare name (no path separators, not hidden): looked up among models and weights/."""
     return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
@@ -314,7 +314,7 @@ def from_pretrained(dir_or_name: str | Path, device: str | torch.device | None =
         model = _load_folder(path)
     else:
         name = str(dir_or_name)
-        plain = _is_plain(name)
+        plain = is_plain_name(name)
         model = _weight_free(name) if plain else None
         if model is None:
             root = weights_dir()

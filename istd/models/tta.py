@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FLIPS", "FlipTTA"]
+__all__ = ["FLIPS", "FlipTTA", "logit_of_mean"]
 
 # The dims of a (B, C, H, W) tensor each view mirrors: none, width, height, both.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -45,10 +45,16 @@ class FlipTTA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (B, 1, H, W) of the flip-averaged probabilities for frames (B, C, H, W)."""
-        total = None
+        probs = []
         for dims in FLIPS:
             view = torch.flip(x, dims) if dims else x
             prob = torch.sigmoid(self.model(view).float())
-            prob = torch.flip(prob, dims) if dims else prob  # back to the frame's orientation
-            total = prob if total is None else total + prob
-        return torch.logit(total / len(FLIPS), eps=_EPS)
+            probs.append(
+                torch.flip(prob, dims) if dims else prob
+            )  # back to the frame's orientation
+        return logit_of_mean(probs)
+
+
+def logit_of_mean(probs: list[Tensor]) -> Tensor:
+    """Logits of the mean of probability maps of one shape (flip views, ensemble members)."""
+    return torch.logit(torch.stack(probs).mean(dim=0), eps=_EPS)
