@@ -64,7 +64,7 @@ from istd.engine.checkpoint import INIT_RECORD
 from istd.engine.curves import write_training_curves
 from istd.engine.evaluate import sha256_file, weights_sha256
 from istd.errors import ConfigError, IstdError, WeightsError
-from istd.models.ensemble import ENSEMBLE_FILE, ensemble_members
+from istd.models.ensemble import ENSEMBLE_FILE, EnsembleMember, ensemble_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling card module
 from weights_card import (  # noqa: E402
@@ -257,7 +257,7 @@ def _evaluate(
     source.mkdir()
     if (folder / ENSEMBLE_FILE).is_file():
         shutil.copyfile(folder / ENSEMBLE_FILE, source / ENSEMBLE_FILE)
-        for member in ensemble_members(folder):
+        for member in {m.name for m in ensemble_members(folder)}:
             (work / member).symlink_to((folder.parent / member).resolve())
     else:
         for file in ("model.safetensors", "config.json"):
@@ -465,13 +465,16 @@ def release_ensemble(
 ) -> Path:
     """Write `weights_root/name` as an ensemble of released weights folders and rewrite the card.
 
-    The folder holds `ensemble.json` (the members' names; they stay in their own folders), the
+    `members` are folder names, each optionally `@scale` to run it at another input scale
+    (`name@1.25`). The folder holds `ensemble.json` (the members; they stay in their own
+    folders), the
     ensemble's metrics on the members' validation split (`metrics_val.json`, what it was chosen
     on), on the test split of `data` (`metrics.json`, `pd_fa.png`, `per_image_test.csv`),
     on other datasets' test splits (`cross`) and `release.json`.
 
     Raises:
-        ConfigError: bad names, fewer than two members or a member named twice.
+        ConfigError: bad names or scales, fewer than two members or a member named twice at
+            the same scale.
         WeightsError: a member that is not a released weights folder, members validated on
             other ids, or a folder of that name that is not an ensemble.
     """
@@ -480,22 +483,26 @@ def release_ensemble(
 
     root = Path(weights_root) if weights_root else REPO / "weights"
     _check_name(name, "weights name")
-    members = [_check_name(m, "ensemble member") for m in members]
+    members = [EnsembleMember.parse(m) for m in members]
+    for member in members:
+        _check_name(member.name, "ensemble member")
     if len(members) < 2 or len(set(members)) != len(members):
-        raise ConfigError(f"an ensemble needs two or more different members, got {members}")
+        raise ConfigError(
+            f"an ensemble needs two or more different members, got {[str(m) for m in members]}"
+        )
     cross = {_check_name(k, "cross dataset name"): Path(v) for k, v in (cross or {}).items()}
     metas = []
     for member in members:
-        if not (root / member / "model.safetensors").is_file():
+        if not (root / member.name / "model.safetensors").is_file():
             raise WeightsError(
-                f"{root / member}: not a released weights folder (release each member first)"
+                f"{root / member.name}: not a released weights folder (release each member first)"
             )
-        metas.append(read_config(root / member))
+        metas.append(read_config(root / member.name))
     val_ids = {m["extra"].get("split_sha256", {}).get("val") for m in metas}
     if len(val_ids) != 1 or None in val_ids:
         raise WeightsError(
-            f"members {', '.join(members)} were not validated on the same ids: an ensemble is "
-            "chosen on the validation split its members share"
+            f"members {', '.join(map(str, members))} were not validated on the same ids: an "
+            "ensemble is chosen on the validation split its members share"
         )
     val_split = metas[0]["extra"]["train_config"]["data"]["val_split"]
     dst = root / name
@@ -506,7 +513,7 @@ def release_ensemble(
         "name": name,
         "final": True,
         "released_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "members": {m: sha256_file(root / m / "model.safetensors") for m in members},
+        "members": {str(m): sha256_file(root / m.name / "model.safetensors") for m in members},
         "weights_sha256": None,  # of the members, below
         "hardware": hardware(),
         "notes": list(notes),
@@ -514,7 +521,7 @@ def release_ensemble(
     }
 
     def build(tmp: Path) -> None:
-        text = json.dumps({"members": members}, indent=2) + "\n"
+        text = json.dumps({"members": [m.to_json() for m in members]}, indent=2) + "\n"
         write_atomic(tmp / ENSEMBLE_FILE, text, overwrite=True)
         from_pretrained(tmp)  # refuse members that do not load (tmp lies beside them)
         record["weights_sha256"] = weights_sha256(tmp)
@@ -535,7 +542,7 @@ def release_ensemble(
         _seal(tmp, record)
 
     replace_dir_atomic(dst, build)
-    log(f"released the ensemble {' + '.join(members)} -> {dst}")
+    log(f"released the ensemble {' + '.join(map(str, members))} -> {dst}")
     log(f"model card: {write_card(root)}")
     return dst
 
@@ -622,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate a released folder's test split with flip TTA (needs --name)")  # fmt: skip
     parser.add_argument("--ensemble", dest="members", action="append", default=[],
                         metavar="MEMBER", help="release --name as an ensemble of these released "
-                        "folders (repeatable; needs --eval-test)")  # fmt: skip
+                        "folders, NAME or NAME@SCALE to run one at another input scale "
+                        "(repeatable; needs --eval-test)")  # fmt: skip
     parser.add_argument("--eval-limit", type=int, help="first N test images only (smoke)")
     parser.add_argument("--device", default="cpu", help="evaluation device")
     parser.add_argument("--weights-root", type=Path, help="default: the repository's weights/")

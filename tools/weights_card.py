@@ -433,19 +433,21 @@ def _ensemble_section(folder: Path) -> list[str]:
     rel = _json(folder / "release.json") or {}
     val, test = _json(folder / "metrics_val.json"), _json(folder / "metrics.json")
     params = sum(p.numel() for p in from_pretrained(folder).parameters())
-    metas = {m: read_config(folder.parent / m) for m in members}
-    links = " and ".join(f"[`{m}`](#{m.replace('.', '')})" for m in members)
+    metas = {m.name: read_config(folder.parent / m.name) for m in members}
+    links = " and ".join(f"[`{m}`](#{m.name.replace('.', '')})" for m in members)
     lines = [
         f"## {name}", "",
         f"**An ensemble** of {links} (`{ENSEMBLE_FILE}`, `istd.models.ensemble`): the mean of "
-        "their probabilities, each member at its own input scale. It runs every member, so it "
+        "their probabilities, each member at its own input scale or the one after its `@`. It "
+        "runs every member, so it "
         f"costs the sum of their compute ({params / 1e6:.2f} M parameters in all).", "",
         "| | |", "|---|---|",
     ]  # fmt: skip
     shas = rel.get("members", {})
     for m in members:
+        at = "" if m.input_scale is None else f" (run at input scale {m.input_scale:g})"
         lines.append(
-            f"| member | `{m}`, model.safetensors sha256 `{shas.get(m, 'not recorded')}` |"
+            f"| member | `{m}`{at}, model.safetensors sha256 `{shas.get(str(m), 'not recorded')}` |"
         )
     lines += _machine_row(rel)
     lines += [f"| released | {rel.get('released_utc', 'not recorded')} |", ""]
@@ -457,17 +459,19 @@ def _ensemble_section(folder: Path) -> list[str]:
             "### Validation (what it was chosen on)", "",
             f"`istd eval --weights {name} --data {f['dataset']} --split {f['split']}` "
             f"(`metrics_val.json`), {val['n_images']} images, against each member's best "
-            "checkpoint on the same split (recorded by `istd train` in its config.json)."
+            "checkpoint on the same split at its own input scale (recorded by `istd train` in "
+            "its config.json)."
             + _limited(val), "",
             "| weights | IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|---|",
             f"| {name} | {_metric_cells(val)} |",
         ]  # fmt: skip
         lines += [
-            f"| {m} | {_metric_cells(metas[m]['extra'].get('metrics', {}))} |" for m in members
+            f"| {n} | {_metric_cells(meta['extra'].get('metrics', {}))} |"
+            for n, meta in metas.items()
         ]
         lines.append("")
     lines += _evaluation_lines(folder, test, None)
-    if str(metas[members[0]]["extra"].get("dataset", "")).startswith("NUAA-SIRST"):
+    if str(metas[members[0].name]["extra"].get("dataset", "")).startswith("NUAA-SIRST"):
         lines += _distance_lines(test, None, val or {})
     return lines
 

@@ -193,12 +193,14 @@ def _versions() -> dict[str, str]:
 
 def weights_sha256(folder: Path) -> str | None:
     """sha256 of a weights folder's model.safetensors; for an ensemble folder, of its members'
-    names and weights sha256, one ``name sha256`` line each (None: no weights there)."""
+    labels and weights sha256, one ``name[@scale] sha256`` line each (None: no weights there)."""
     from istd.models.ensemble import ENSEMBLE_FILE, ensemble_members
     from istd.models.hub import WEIGHTS_FILE
 
     if (folder / ENSEMBLE_FILE).is_file():
-        lines = [f"{n} {weights_sha256(folder.parent / n)}\n" for n in ensemble_members(folder)]
+        lines = [
+            f"{m} {weights_sha256(folder.parent / m.name)}\n" for m in ensemble_members(folder)
+        ]
         return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
     weights = folder / WEIGHTS_FILE
     return sha256_file(weights) if weights.is_file() else None

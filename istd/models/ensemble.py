@@ -11,12 +11,17 @@ An ensemble folder holds `ensemble.json` instead of weights::
 
 Each member is a weights folder beside it, named without a path (so nothing outside the
 weights folder's parent is read), loaded as `from_pretrained` loads any folder; each keeps its
-own input scale and normalisation.
+own normalisation and input scale, unless its entry names another::
+
+    {"members": ["mim-istd-nuaa-sirst-x1.5", {"name": "mim-istd-nuaa-sirst-h2", "input_scale": 1.25}]}
+
+(one network seen at several scales is an ensemble too: its errors move with the scale.)
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +30,73 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from istd.errors import WeightsError
+from istd.errors import ConfigError, WeightsError
 from istd.models.tta import logit_of_mean
 
-__all__ = ["ENSEMBLE_FILE", "Ensemble", "EnsembleConfig", "ensemble_members", "load_ensemble"]
+__all__ = [
+    "ENSEMBLE_FILE",
+    "Ensemble",
+    "EnsembleConfig",
+    "EnsembleMember",
+    "ensemble_members",
+    "load_ensemble",
+]
 
 ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass(frozen=True)
-class EnsembleConfig:
-    """What code reading a network's `config` needs: its members' names and input channels.
+class EnsembleMember:
+    """An entry of `ensemble.json`: a weights folder beside the ensemble's and the input scale it
+    runs at there (None: the weights' own). Written `name` or `name@scale` in labels and CLIs."""
 
-    `input_scale` is None: each member runs at its own (`MiMConfig.input_scale`).
+    name: str
+    input_scale: float | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.input_scale is None else f"{self.name}@{self.input_scale:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> EnsembleMember:
+        """`name` or `name@scale`, as `str` writes it.
+
+        Raises:
+            ConfigError: a scale that is not a number in [0.25, 4].
+        """
+        name, sep, scale = text.partition("@")
+        if not sep:
+            return cls(name)
+        try:
+            value = float(scale)
+        except ValueError:
+            value = math.nan
+        if not _is_scale(value):
+            raise ConfigError(f"ensemble member {text!r}: the scale after '@' must be in [0.25, 4]")
+        return cls(name, value)
+
+    def to_json(self) -> str | dict[str, Any]:
+        """The entry as `ensemble.json` holds it: the bare name where the scale is the weights'."""
+        if self.input_scale is None:
+            return self.name
+        return {"name": self.name, "input_scale": self.input_scale}
+
+
+def _is_scale(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.25 <= value <= 4.0
+    )
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """What code reading a network's `config` needs: its members' labels (`name` or
+    `name@scale`) and input channels.
+
+    `input_scale` is None: each member runs at its own (`MiMConfig.input_scale`) or the one its
+    entry names.
     """
 
     members: tuple[str, ...]
@@ -50,7 +109,7 @@ class Ensemble(nn.Module):
 
     Args:
         members: two or more networks taking the same input channels.
-        names: one name per member (their weights folders), kept in `config.members`.
+        names: one label per member (`str(EnsembleMember)`), kept in `config.members`.
         model_name: the ensemble's name in reports.
     """
 
@@ -80,36 +139,53 @@ class Ensemble(nn.Module):
         return logit_of_mean([torch.sigmoid(member(x).float()) for member in self.members])
 
 
-def ensemble_members(folder: Path) -> list[str]:
-    """The member names that `folder/ensemble.json` lists, checked.
+def ensemble_members(folder: Path) -> list[EnsembleMember]:
+    """The members that `folder/ensemble.json` lists, checked.
 
     Raises:
-        WeightsError: unreadable JSON, no list of two or more distinct plain names (no path
-            separators, not hidden), or a member that is not a folder beside `folder`.
+        WeightsError: unreadable JSON, no list of two or more entries, an entry that is not a
+            plain name (no path separators, not hidden) or `{"name": ..., "input_scale": ...}`
+            with a scale in [0.25, 4], a member that is not a folder beside `folder`, or the
+            same member at the same scale twice.
     """
     path = folder / ENSEMBLE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightsError(f"{path} is not readable JSON: {exc}") from None
-    members = data.get("members") if isinstance(data, dict) else None
-    if not isinstance(members, list) or len(members) < 2:
+    entries = data.get("members") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or len(entries) < 2:
         raise WeightsError(f"{path}: 'members' must list two or more weights folder names")
-    from istd.models.hub import is_plain_name  # hub loads ensembles: imported on use
-
-    for name in members:
-        if not (isinstance(name, str) and is_plain_name(name)):
-            raise WeightsError(
-                f"{path}: member {name!r} is not a plain folder name (members lie beside "
-                f"{folder.name}, named without a path)"
-            )
-        if not (folder.parent / name).is_dir():
-            raise WeightsError(f"{path}: member {name!r} not found in {folder.parent}")
-        if (folder.parent / name).resolve() == folder.resolve():
+    members = [_member(entry, path) for entry in entries]
+    for member in members:
+        if not (folder.parent / member.name).is_dir():
+            raise WeightsError(f"{path}: member {member.name!r} not found in {folder.parent}")
+        if (folder.parent / member.name).resolve() == folder.resolve():
             raise WeightsError(f"{path}: the ensemble lists itself as a member")
     if len(set(members)) != len(members):
-        raise WeightsError(f"{path}: a member is listed twice")
+        raise WeightsError(f"{path}: a member is listed twice at the same input scale")
     return members
+
+
+def _member(entry: object, path: Path) -> EnsembleMember:
+    """One entry of `path`'s member list: a name, or a name with an input scale."""
+    from istd.models.hub import is_plain_name  # hub loads ensembles: imported on use
+
+    if isinstance(entry, dict):
+        if set(entry) != {"name", "input_scale"} or not _is_scale(entry["input_scale"]):
+            raise WeightsError(
+                f"{path}: member {entry!r} must be a name or an object with 'name' and "
+                "'input_scale' (a number in [0.25, 4])"
+            )
+        name, scale = entry["name"], float(entry["input_scale"])
+    else:
+        name, scale = entry, None
+    if not (isinstance(name, str) and is_plain_name(name)):
+        raise WeightsError(
+            f"{path}: member {name!r} is not a plain folder name (members lie beside "
+            f"{path.parent.name}, named without a path)"
+        )
+    return EnsembleMember(name, scale)
 
 
 def load_ensemble(folder: Path, load_member: Callable[[Path], nn.Module]) -> Ensemble:
@@ -120,17 +196,21 @@ def load_ensemble(folder: Path, load_member: Callable[[Path], nn.Module]) -> Ens
         WeightsError: a bad `ensemble.json` (see `ensemble_members`), a member that is itself an
             ensemble or does not load.
     """
-    names = ensemble_members(folder)
-    members = []
-    for name in names:
-        member_folder = folder.parent / name
+    members = ensemble_members(folder)
+    networks = []
+    for member in members:
+        member_folder = folder.parent / member.name
         if (member_folder / ENSEMBLE_FILE).is_file():
             raise WeightsError(
-                f"{folder / ENSEMBLE_FILE}: member {name!r} is itself an ensemble; list its "
-                "members instead"
+                f"{folder / ENSEMBLE_FILE}: member {member.name!r} is itself an ensemble; list "
+                "its members instead"
             )
-        members.append(load_member(member_folder))
-    model = Ensemble(members, names, model_name=folder.name)
-    extra: dict[str, Any] = {"members": names}
+        network = load_member(member_folder)
+        if member.input_scale is not None:
+            network.set_input_scale(member.input_scale)  # every weights folder holds a MiMISTD
+        networks.append(network)
+    labels = [str(m) for m in members]
+    model = Ensemble(networks, labels, model_name=folder.name)
+    extra: dict[str, Any] = {"members": labels}
     model.pretrained_extra = extra
     return model.eval()

@@ -13,7 +13,7 @@ import istd
 from istd.engine.evaluate import weights_sha256
 from istd.errors import ConfigError, WeightsError
 from istd.models import build_model, from_pretrained
-from istd.models.ensemble import Ensemble
+from istd.models.ensemble import Ensemble, EnsembleMember
 
 
 def _network(seed: int, **overrides):
@@ -63,6 +63,36 @@ def test_predictor_and_weights_name_load_an_ensemble(
         istd.Predictor(weights="ab", input_scale=2.0)
 
 
+def test_a_member_entry_can_name_another_input_scale(root: Path) -> None:
+    """One network at two scales is an ensemble too: each entry runs at the scale it names."""
+    _write_ensemble(root / "a2", ["a", {"name": "a", "input_scale": 2.0}])
+    ensemble = from_pretrained(root / "a2")
+    assert ensemble.config.members == ("a", "a@2")
+    assert [m.config.input_scale for m in ensemble.members] == [1.0, 2.0]
+    native, doubled = from_pretrained(root / "a"), from_pretrained(root / "a")
+    doubled.set_input_scale(2.0)
+    x = torch.rand(1, 1, 20, 28, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        mean = (torch.sigmoid(native(x)) + torch.sigmoid(doubled(x))) / 2
+        assert not torch.allclose(torch.sigmoid(native(x)), torch.sigmoid(doubled(x)), atol=1e-3)
+        assert torch.allclose(torch.sigmoid(ensemble(x)), mean, atol=1e-5)
+    # The scale is part of what was evaluated: the fingerprint changes with it.
+    before = weights_sha256(root / "a2")
+    _write_ensemble(root / "a2", ["a", {"name": "a", "input_scale": 1.5}])
+    assert weights_sha256(root / "a2") not in (before, None)
+
+
+def test_member_labels_parse_back() -> None:
+    assert EnsembleMember.parse("h2@1.25") == EnsembleMember("h2", 1.25)
+    assert EnsembleMember.parse("h2") == EnsembleMember("h2")
+    for member in (EnsembleMember("h2", 1.25), EnsembleMember("h2")):
+        assert EnsembleMember.parse(str(member)) == member
+    assert EnsembleMember("h2", 1.25).to_json() == {"name": "h2", "input_scale": 1.25}
+    for bad in ("h2@", "h2@4.5", "h2@inf", "h2@1,5"):
+        with pytest.raises(ConfigError, match="the scale after '@' must be in"):
+            EnsembleMember.parse(bad)
+
+
 def test_fingerprint_follows_the_members_weights(root: Path) -> None:
     before = weights_sha256(root / "ab")
     assert before is not None and before != weights_sha256(root / "a")
@@ -81,6 +111,13 @@ def test_fingerprint_follows_the_members_weights(root: Path) -> None:
         (["a", 3], "not a plain folder name"),
         (["a", "missing"], "member 'missing' not found"),
         (["a", "a"], "listed twice"),
+        (["a", {"name": "a", "input_scale": 1}, {"name": "a", "input_scale": 1.0}], "listed twice"),
+        (["a", {"name": "b", "input_scale": 9}], "must be a name or an object"),
+        (["a", {"name": "b", "input_scale": True}], "must be a name or an object"),
+        (["a", {"name": "b", "input_scale": "1.5"}], "must be a name or an object"),
+        (["a", {"name": "b"}], "must be a name or an object"),
+        (["a", {"name": "b", "input_scale": 1.5, "tta": True}], "must be a name or an object"),
+        (["a", {"name": "../b", "input_scale": 1.5}], "not a plain folder name"),
         (["a", "bad"], "lists itself"),
         (["a", "ab"], "itself an ensemble"),
     ],

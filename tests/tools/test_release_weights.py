@@ -414,23 +414,26 @@ def test_ensemble_release_evaluates_val_and_test_and_writes_its_section(
     tmp_path: Path, nuaa_sirst: Path
 ) -> None:
     root = _two_members(tmp_path)
-    argv = ["--name", "ab", "--ensemble", "a", "--ensemble", "b", "--eval-test", str(nuaa_sirst),
+    argv = ["--name", "ab", "--ensemble", "a", "--ensemble", "b@1.25", "--eval-test", str(nuaa_sirst),
             "--eval-limit", "2", "--weights-root", str(root), "--note", "chosen on val"]  # fmt: skip
     assert rw.main(argv) == 0
     dst = root / "ab"
-    assert json.loads((dst / "ensemble.json").read_text()) == {"members": ["a", "b"]}
+    members = json.loads((dst / "ensemble.json").read_text())["members"]
+    assert members == ["a", {"name": "b", "input_scale": 1.25}]
     val, test = (json.loads((dst / f).read_text()) for f in ("metrics_val.json", "metrics.json"))
     assert val["facts"]["split"] == "val" and test["facts"]["split"] == "test"
     assert val["n_images"] == test["n_images"] == 2
-    assert test["facts"]["members"] == ["a", "b"]
+    assert test["facts"]["members"] == ["a", "b@1.25"]
     assert test["facts"]["weights"] == "weights/ab/ensemble.json"
     assert test["facts"]["weights_sha256"] == rw.weights_sha256(dst) is not None
     record = json.loads((dst / "release.json").read_text())
     assert record["members"]["a"] == rw.sha256_file(root / "a" / "model.safetensors")
+    assert record["members"]["b@1.25"] == rw.sha256_file(root / "b" / "model.safetensors")
     assert (dst / "pd_fa.png").is_file() and (dst / "per_image_test.csv").is_file()
     card = (root / "README.md").read_text()
     section = card[card.index("## ab") :]
-    assert "**An ensemble** of [`a`](#a) and [`b`](#b)" in section
+    assert "**An ensemble** of [`a`](#a) and [`b@1.25`](#b)" in section
+    assert "| member | `b@1.25` (run at input scale 1.25), model.safetensors" in section
     assert f"| ab | {val['iou']:.4f} | {val['niou']:.4f} |" in section
     assert "| a | 0.5000 | 0.4800 | 0.8000 | 35.00 |" in section  # a's best val checkpoint
     assert f"| {test['iou']:.4f} | {test['niou']:.4f} |" in section
@@ -441,6 +444,11 @@ def test_ensemble_release_refuses_bad_members(tmp_path: Path, capsys) -> None:
     root = _two_members(tmp_path)
     with pytest.raises(ConfigError, match="two or more different members"):
         rw.release_ensemble("ab", ["a", "a"], tmp_path, weights_root=root)
+    with pytest.raises(ConfigError, match="two or more different members"):
+        rw.release_ensemble("ab", ["a@1.5", "a@1.50"], tmp_path, weights_root=root)
+    for bad in ("b@0.1", "b@", "b@x", "b@nan"):
+        with pytest.raises(ConfigError, match=f"'{bad}': the scale after '@'"):
+            rw.release_ensemble("ab", ["a", bad], tmp_path, weights_root=root)
     with pytest.raises(WeightsError, match="not a released weights folder"):
         rw.release_ensemble("ab", ["a", "nope"], tmp_path, weights_root=root)
     with pytest.raises(ConfigError, match="ensemble member"):
