@@ -135,6 +135,11 @@ def test_run_evaluation_with_saved_weights_and_compare(tmp_path: Path) -> None:
     assert len(facts["weights_sha256"]) == 64 and facts["conv_dtype"] == "float32"
     cmp = pd.read_csv(out / "comparison.csv")
     assert list(cmp["model"]) == ["w", "tophat"]
+    diffs = pd.read_csv(out / "differences.csv")  # tophat against w, paired bootstrap
+    assert list(diffs["model"]) == ["tophat"] * 4 and list(diffs["metric"]) == [
+        "iou", "niou", "pd", "fa"
+    ]  # fmt: skip
+    assert "## Differences against w" in (out / "comparison.md").read_text()
 
 
 def test_input_scale_reaches_the_networks_and_the_report(tmp_path: Path) -> None:
