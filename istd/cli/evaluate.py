@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -29,6 +29,9 @@ from istd.cli._options import (
     progress_bar,
 )
 from istd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Matching(str, Enum):
@@ -65,6 +68,19 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> Table:
             str(m["n_images"]),
             str(m["n_targets"]),
         )
+    return table
+
+
+def _differences_table(first: str, differences: pd.DataFrame) -> Table:
+    """Each model's differences from `first` with their 95 % paired-bootstrap intervals."""
+    from istd.metrics.report import printable_differences
+
+    shown = printable_differences(first, differences).iloc[:, [0, 1, 4, 5, 6]]  # no values
+    table = Table(title=f"differences from {first} (paired bootstrap over images)")
+    for header in shown.columns:
+        table.add_column(header, justify="left" if header in ("model", "metric") else "right")
+    for row in shown.itertuples(index=False):
+        table.add_row(*map(str, row))
     return table
 
 
@@ -168,6 +184,8 @@ def eval_command(
             [(r.label, r.metrics) for r in summary.runs],
         )
     )
+    if not summary.differences.empty:
+        console.print(_differences_table(summary.runs[0].label, summary.differences))
     main = "comparison.md" if len(summary.runs) > 1 else "report.md"
     console.print(f"report: [bold]{summary.out_dir / main}[/] ({len(summary.files)} files)")
 

@@ -14,18 +14,26 @@ import heapq
 import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from istd.errors import BackendError, ConfigError, DataError
 from istd.metrics import Metrics
-from istd.metrics.report import EvalRun, GalleryItem, overlay, prepare_out_dir, write_comparison
+from istd.metrics.report import (
+    EvalRun,
+    GalleryItem,
+    differences_table,
+    overlay,
+    prepare_out_dir,
+    write_comparison,
+)
 from istd.metrics.report import write_report as write_run_report
 from istd.models.precision import (
     conv_precision,
@@ -255,11 +263,14 @@ def _label(source: str, used: set[str]) -> str:
 
 @dataclass
 class EvalSummary:
-    """What `run_evaluation` did: one `EvalRun` per model and the files written."""
+    """What `run_evaluation` did: one `EvalRun` per model, the files written and, for several
+    models, each later one's differences from the first (`istd.metrics.report.differences_table`;
+    empty for one model)."""
 
     runs: list[EvalRun]
     out_dir: Path
     files: list[Path]
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _distinct(sources: Sequence[str]) -> list[str]:
@@ -417,6 +428,7 @@ def run_evaluation(
         runs.append(run)
         run_dir = out_dir if len(models) == 1 else out_dir / label
         files += write_run_report(run_dir, run, overwrite=overwrite)
+    differences = differences_table(runs) if len(models) > 1 else pd.DataFrame()
     if len(models) > 1:
-        files += write_comparison(out_dir, runs, overwrite=overwrite)
-    return EvalSummary(runs=runs, out_dir=out_dir, files=files)
+        files += write_comparison(out_dir, runs, overwrite=overwrite, differences=differences)
+    return EvalSummary(runs=runs, out_dir=out_dir, files=files, differences=differences)

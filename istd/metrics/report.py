@@ -375,24 +375,30 @@ def differences_table(runs: Sequence[EvalRun], n_resamples: int = 2000) -> pd.Da
     return pd.concat(tables, ignore_index=True)
 
 
-def _differences_md(runs: Sequence[EvalRun], diffs: pd.DataFrame) -> list[str]:
-    """The differences as printed: IoU, nIoU and Pd in points of %, Fa x 1e-6."""
-    scale = {"iou": 100.0, "niou": 100.0, "pd": 100.0, "fa": 1e6}
-    name = {"iou": "IoU (%)", "niou": "nIoU (%)", "pd": "Pd (%)", "fa": "Fa (x1e-6)"}
-    first = runs[0].label
-    rows = [
-        {
+def printable_differences(first: str, differences: pd.DataFrame) -> pd.DataFrame:
+    """`differences_table` as printed: IoU, nIoU and Pd in points of %, Fa x 1e-6; `first` is
+    the label of the model the others are compared with."""
+    names = {"iou": ("IoU (%)", 100.0), "niou": ("nIoU (%)", 100.0), "pd": ("Pd (%)", 100.0),
+             "fa": ("Fa (x1e-6)", 1e6)}  # fmt: skip
+    fixed = ("model", "metric", "value", "difference", "95 % interval", "better in % of draws")
+    base = first if first not in fixed else f"{first} (first)"
+    rows = []
+    for r in differences.itertuples():
+        name, k = names[r.metric]
+        rows.append({
             "model": r.model,
-            "metric": name[r.metric],
-            "value": f"{r.other * scale[r.metric]:.2f}",
-            first: f"{r.base * scale[r.metric]:.2f}",
-            "difference": f"{r.difference * scale[r.metric]:+.2f}",
-            "95 % interval": f"{r.low * scale[r.metric]:+.2f} to {r.high * scale[r.metric]:+.2f}",
+            "metric": name,
+            "value": f"{r.other * k:.2f}",
+            base: f"{r.base * k:.2f}",
+            "difference": f"{r.difference * k:+.2f}",
+            "95 % interval": f"{r.low * k:+.2f} to {r.high * k:+.2f}",
             "better in % of draws": f"{r.share_better * 100:.0f}",
-        }
-        for r in diffs.itertuples()
-    ]
-    n = runs[0].metrics["n_images"]
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _differences_md(runs: Sequence[EvalRun], diffs: pd.DataFrame) -> list[str]:
+    first, n = runs[0].label, runs[0].metrics["n_images"]
     return [
         f"## Differences against {first}",
         "",
@@ -402,16 +408,19 @@ def _differences_md(runs: Sequence[EvalRun], diffs: pd.DataFrame) -> list[str]:
         f"{first} (for Fa, by fewer false alarms). An interval holding 0 is a difference this "
         "split cannot tell from the noise of which images it happens to hold.",
         "",
-        _md_table(pd.DataFrame(rows)),
+        _md_table(printable_differences(first, diffs)),
         "",
     ]
 
 
 def write_comparison(
-    out_dir: str | Path, runs: Sequence[EvalRun], overwrite: bool = False
+    out_dir: str | Path,
+    runs: Sequence[EvalRun],
+    overwrite: bool = False,
+    differences: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write comparison.md, comparison.csv, differences.csv (paired bootstrap against the first
-    run) and pd_fa_compare.png for runs on one split."""
+    """Write comparison.md, comparison.csv, differences.csv (`differences`, the paired bootstrap
+    against the first run; computed when None) and pd_fa_compare.png for runs on one split."""
     out = Path(out_dir)
     df = metrics_table(runs)
     files = [
@@ -435,7 +444,7 @@ def write_comparison(
         "Per-model reports: " + ", ".join(f"[{r.label}]({r.label}/report.md)" for r in runs),
         "",
     ]
-    diffs = differences_table(runs)
+    diffs = differences_table(runs) if differences is None else differences
     if not diffs.empty:
         files.append(
             write_bytes_atomic(

@@ -200,3 +200,21 @@ def test_eval_refuses_a_negative_gallery(tmp_path: Path) -> None:
     args = ["eval", "--model", "tophat", "--data", str(tmp_path / "ds"), "--out", str(out)]
     _refused(runner.invoke(app, [*args, "--gallery", "-1"]), "--gallery", "-1")
     assert not out.exists()
+
+
+def test_eval_compare_prints_the_differences_with_intervals(
+    tmp_path: Path, nuaa_sirst: Path
+) -> None:
+    out = tmp_path / "cmp"
+    result = runner.invoke(
+        app,
+        ["eval", "--model", "tophat", "--compare", "mpcm", "--data", str(nuaa_sirst),
+         "--limit", "6", "--gallery", "0", "--out", str(out)],
+        terminal_width=200,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "differences from tophat (paired bootstrap over images)" in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│ mpcm")]
+    assert len(rows) == 5  # the metrics table, then IoU, nIoU, Pd and Fa with intervals
+    assert all(" to " in row for row in rows[1:])
+    assert (out / "differences.csv").is_file()
