@@ -349,6 +349,33 @@ def _section(folder: Path) -> list[str]:
     return lines
 
 
+def _interval_lines(per_image: Path, test: dict[str, Any]) -> list[str]:
+    """How far the test metrics could move with other images: bootstrap intervals over the test
+    images (none where the per-image file is missing or disagrees with `test`)."""
+    import pandas as pd
+
+    from istd.metrics.bootstrap import metric_intervals
+
+    if not per_image.is_file():
+        return []
+    table = metric_intervals(pd.read_csv(per_image).to_dict("records")).set_index("metric")
+    if any(abs(table.loc[k, "value"] - test[k]) > 1e-9 for k in ("iou", "niou", "pd", "fa")):
+        return []
+    cells = [
+        f"{label} {table.loc[k, 'low'] * scale:.{digits}f} to {table.loc[k, 'high'] * scale:.{digits}f}"
+        for k, label, scale, digits in (
+            ("iou", "IoU", 1, 3), ("niou", "nIoU", 1, 3), ("pd", "Pd", 1, 3), ("fa", "Fa", 1e6, 1)
+        )
+    ]  # fmt: skip
+    return [
+        f"95 % bootstrap intervals over these {test['n_images']} images "
+        f"(`istd.metrics.bootstrap.metric_intervals` on `{per_image.name}`, 2000 draws): "
+        + ", ".join(cells)
+        + " (Fa x 1e-6): how far they could move on other images like these.",
+        "",
+    ]
+
+
 def _evaluation_lines(
     folder: Path, test: dict[str, Any] | None, tta: dict[str, Any] | None
 ) -> list[str]:
@@ -373,6 +400,7 @@ def _evaluation_lines(
                 "| IoU | nIoU | Pd | Fa (x 1e-6) |", "|---|---|---|---|",
                 f"| {_metric_cells(tta)} |", "",
             ]  # fmt: skip
+        lines += _interval_lines(folder / "per_image_test.csv", test)
         lines += _iou_loss_lines(folder / "per_image_test.csv")
     cross = sorted(folder.glob("cross_*.json"))
     if cross:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from istd.metrics import Metrics
-from istd.metrics.bootstrap import paired_bootstrap
+from istd.metrics.bootstrap import metric_intervals, paired_bootstrap
 
 
 def _records(found: list[bool], seed: int = 0, extra_blob: int | None = None) -> tuple:
@@ -71,3 +71,19 @@ def test_same_seed_same_table_and_bad_input_is_refused() -> None:
         paired_bootstrap(a, [{"image": "img0"}])
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap(a, b, level=1.5)
+
+
+def test_intervals_of_one_model_hold_its_values_and_narrow_with_more_images() -> None:
+    few, m_few = _records([True, False, True, True, False, True])
+    table = metric_intervals(few).set_index("metric")
+    for name in ("iou", "niou", "pd", "fa"):
+        assert table.loc[name, "value"] == pytest.approx(m_few[name])
+        assert table.loc[name, "low"] <= table.loc[name, "value"] <= table.loc[name, "high"]
+    many, _ = _records([True, False, True, True, False, True] * 10)
+    width = metric_intervals(many).set_index("metric").eval("high - low")
+    assert width["pd"] < (table["high"] - table["low"])["pd"]
+    perfect, _ = _records([True] * 8)
+    assert metric_intervals(perfect).set_index("metric").loc["pd", ["low", "high"]].tolist() == [
+        1.0,
+        1.0,
+    ]

@@ -173,6 +173,7 @@ def test_card_reads_test_and_cross_metrics_and_keeps_them_for_same_weights(tmp_p
     # 40 + 2 of the 52 union pixels lost; exact on "big": (10 + 40) / (12 + 40)
     assert "| big | 40 | 0 | 0 | 95.2 % | 0.9615 |" in card
     assert "| small | 10 | 12 | 10 | 4.8 % | 0.2000 |" in card
+    assert "95 % bootstrap intervals" not in card  # these two rows are not metrics.json's images
     # A second release of the same checkpoint keeps the evaluations of that weights file...
     rw.release(run, "w", weights_root=root, final=True, log=lambda _: None)
     assert (dst / "metrics.json").is_file() and (dst / "cross_NUDT-SIRST.json").is_file()
@@ -202,6 +203,7 @@ def test_real_test_evaluation(tmp_path: Path, nuaa_sirst: Path) -> None:
         assert "Where the test IoU is lost (`per_image_test.csv`)" in card
     assert f"| {metrics['iou']:.4f} | {metrics['niou']:.4f} |" in card
     assert "![Pd-Fa curve](w/pd_fa.png)" in card
+    assert "95 % bootstrap intervals over these 2 images" in card
     assert "Only the first 2 images of the split (--eval-limit)" in card
     assert metrics["facts"]["limit"] == 2
     assert yaml.safe_load((dst / "train_config.yaml").read_text())["train"]["epochs"] == 3
