@@ -108,7 +108,8 @@ def eval_command(
     compare: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated weights folders or model names to compare on the same split."
+            help="Comma-separated weights folders or model names to compare on the same split; "
+            "each one's differences from the first come with 95 % bootstrap intervals."
         ),
     ] = None,
     split: Annotated[
