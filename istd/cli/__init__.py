@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from istd import __version__
-from istd.cli import data, evaluate, info, predict, train
+from istd.cli import data, evaluate, info, predict, runs, train
 
 app = typer.Typer(
     name="istd",
@@ -39,7 +39,7 @@ def root(
     """Infrared small-target detection with MiM-ISTD."""
 
 
-for _module in (data, predict, evaluate, train, info):
+for _module in (data, predict, evaluate, train, runs, info):
     _module.register(app)
 
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from istd.engine.checkpoint import load_checkpoint
 from istd.engine.config import load_config
 from istd.engine.optim import build_scheduler
+from istd.engine.runs import read_run
 from istd.engine.train import DivergenceError, Reporter, fit
 from istd.engine.train_data import split_samples
 from istd.errors import ConfigError, DataError
@@ -104,6 +105,8 @@ def test_fit_writes_config_log_checkpoint_and_best(synthetic: Path, tmp_path: Pa
     assert best.config.norm_std[0] == pytest.approx(pixels.std(), rel=1e-6)
     # The validation split (not test) was used.
     assert len(_) == 2 and all(s.id in ("0004", "0005") for s in _)
+    # `istd runs` names the epoch that fit saved to best/.
+    assert read_run(work).summary()["best_epoch"] == result.best_epoch
 
 
 def test_same_seed_same_weights_different_seed_differs(synthetic: Path, tmp_path: Path) -> None:
