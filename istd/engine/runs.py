@@ -25,6 +25,7 @@ from istd.metrics._figures import _png
 _LOG = "log.csv"
 _CONFIGS = ("config.yaml", "train_config.yaml")
 _INIT = "init.json"
+_STAGES = "stages.json"  # a released fine-tune's earlier stages, oldest first
 # Columns of the runs table (`runs.csv`), in order.
 RUN_COLUMNS = (
     "run", "epochs", "planned", "hours", "best_epoch",
@@ -42,7 +43,7 @@ class TrainingRun:
         planned_epochs: `train.epochs` of its config; None without a config.
         best_metric: the validation metric its `best/` was chosen by (`train.best_metric`).
         best_mode: "max" or "min".
-        starts_from: the weights folder it was fine-tuned from (`init.json`), if any.
+        starts_from: 'NAME (epoch N)', the weights it was fine-tuned from, if any.
     """
 
     name: str
@@ -120,6 +121,25 @@ def _read_log(path: Path) -> pd.DataFrame:
     return numeric.sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
+def _starting_point(folder: Path) -> str | None:
+    """'NAME (epoch N)': the weights a fine-tuned run started from, from its init.json (a work
+    dir) or the last of its stages.json (a released weights folder); None for a run from scratch.
+    """
+    for record_name in (_INIT, _STAGES):
+        path = folder / record_name
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record_name == _STAGES:
+                record = record[-1]
+            name, epoch = Path(record["folder"]).name, record.get("epoch")
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise DataError(f"{path}: unreadable: {exc!r}") from None
+        return name if epoch is None else f"{name} (epoch {epoch})"
+    return None
+
+
 def read_run(folder: str | Path, name: str | None = None) -> TrainingRun:
     """Read a work dir of `istd train` (or a released weights folder) as a `TrainingRun`.
 
@@ -138,12 +158,7 @@ def read_run(folder: str | Path, name: str | None = None) -> TrainingRun:
             train = _read_yaml(folder / config_name).get("train") or {}
             break
     planned = train.get("epochs")
-    starts_from = None
-    if (folder / _INIT).is_file():
-        try:
-            starts_from = Path(json.loads((folder / _INIT).read_text(encoding="utf-8"))["folder"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{folder / _INIT}: unreadable: {exc}") from None
+    starts_from = _starting_point(folder)
     best_mode = train.get("best_mode", "max")
     if best_mode not in ("max", "min"):
         raise DataError(f"{folder}: train.best_mode must be max or min, got {best_mode!r}")
@@ -153,7 +168,7 @@ def read_run(folder: str | Path, name: str | None = None) -> TrainingRun:
         planned_epochs=int(planned) if isinstance(planned, int) else None,
         best_metric=str(train.get("best_metric", "iou")),
         best_mode=best_mode,
-        starts_from=None if starts_from is None else starts_from.name,
+        starts_from=starts_from,
     )
 
 
@@ -248,7 +263,8 @@ def runs_markdown(table: pd.DataFrame, figure: str | None = "val_curves.png") ->
         "# Training runs",
         "",
         "Validation metrics of each run's best epoch (the checkpoint in `best/`, chosen by the "
-        "metric in *selected by*); hours: training and validation time summed over epochs.",
+        "metric in *selected by*; best epoch 0: no epoch beat the weights a fine-tune started "
+        "from); hours: training and validation time summed over epochs.",
         "",
         head,
         sep,

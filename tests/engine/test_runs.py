@@ -55,13 +55,20 @@ def test_run_without_validation_yet_and_a_fine_tune(tmp_path: Path) -> None:
     assert early.best_row() is None
     assert early.summary()["val_iou"] is None and early.summary()["best_epoch"] is None
     tuned = make_run(tmp_path / "tuned", ["0,0,,,0.4,0.4,0.8,3e-05,,0.0,5.0", *ROWS[:2]])
-    (tuned / "init.json").write_text(json.dumps({"folder": "/some/where/base-weights"}))
+    (tuned / "init.json").write_text(json.dumps({"folder": "/some/where/base", "epoch": 7}))
     row = read_run(tuned).summary()
-    assert row["starts_from"] == "base-weights" and row["best_epoch"] == 2
+    assert row["starts_from"] == "base (epoch 7)" and row["best_epoch"] == 2
     shown = printable_runs(runs_table([read_run(tmp_path / "early"), read_run(tuned)]))
     assert list(shown["IoU"]) == ["n/a", "0.5000"]
     assert list(shown["epochs"]) == ["1/4", "2/4"]
     assert list(shown["Fa x1e-6"]) == ["n/a", "20.00"]
+
+
+def test_released_fine_tune_starts_from_its_last_stage() -> None:
+    """A weights folder has no init.json, but stages.json lists its earlier stages, oldest first."""
+    x15 = read_run(REPO / "weights" / "mim-istd-nuaa-sirst-x1.5")
+    assert x15.starts_from == "mim-istd-nuaa-sirst (epoch 21)"
+    assert read_run(REPO / "weights" / "mim-istd-nuaa-sirst-h2").starts_from is None
 
 
 def test_repeated_folder_names_are_labelled_by_path(tmp_path: Path) -> None:
@@ -88,6 +95,10 @@ def test_repeated_folder_names_are_labelled_by_path(tmp_path: Path) -> None:
         (
             lambda p: (make_run(p, ROWS), (p / "init.json").write_text("{}")),
             "init.json: unreadable",
+        ),
+        (
+            lambda p: (make_run(p, ROWS), (p / "stages.json").write_text("[]")),
+            "stages.json: unread",
         ),
     ],
 )
