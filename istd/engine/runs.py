@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
+from istd.engine.config import TrainConfig, config_from_saved
 from istd.errors import DataError
 from istd.metrics._figures import _png
 
@@ -94,14 +95,13 @@ class TrainingRun:
         return row
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_config(path: Path) -> TrainConfig:
+    """The run's saved config, read as `istd train --resume` reads it (every key checked)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: unreadable config: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: not a config (a YAML mapping)")
-    return raw
+    return config_from_saved(raw, str(path))
 
 
 def _read_log(path: Path) -> pd.DataFrame:
@@ -145,6 +145,7 @@ def read_run(folder: str | Path, name: str | None = None) -> TrainingRun:
 
     Raises:
         DataError: `folder` is not a folder, has no `log.csv`, or a file of it is malformed.
+        ConfigError: its config has an unknown key or a value of the wrong type.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -152,23 +153,15 @@ def read_run(folder: str | Path, name: str | None = None) -> TrainingRun:
     if not (folder / _LOG).is_file():
         raise DataError(f"{folder}: no {_LOG}; not a work dir of istd train or a weights folder")
     log = _read_log(folder / _LOG)
-    train: dict[str, Any] = {}
-    for config_name in _CONFIGS:
-        if (folder / config_name).is_file():
-            train = _read_yaml(folder / config_name).get("train") or {}
-            break
-    planned = train.get("epochs")
-    starts_from = _starting_point(folder)
-    best_mode = train.get("best_mode", "max")
-    if best_mode not in ("max", "min"):
-        raise DataError(f"{folder}: train.best_mode must be max or min, got {best_mode!r}")
+    configs = [folder / name for name in _CONFIGS if (folder / name).is_file()]
+    train = _read_config(configs[0]).train if configs else None
     return TrainingRun(
         name=name or folder.name,
         log=log,
-        planned_epochs=int(planned) if isinstance(planned, int) else None,
-        best_metric=str(train.get("best_metric", "iou")),
-        best_mode=best_mode,
-        starts_from=starts_from,
+        planned_epochs=None if train is None else train.epochs,
+        best_metric="iou" if train is None else train.best_metric,
+        best_mode="max" if train is None else train.best_mode,
+        starts_from=_starting_point(folder),
     )
 
 

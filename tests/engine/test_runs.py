@@ -17,7 +17,7 @@ from istd.engine.runs import (
     val_curves_png,
     write_runs_report,
 )
-from istd.errors import DataError
+from istd.errors import DataError, IstdError
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = "epoch,step,loss,lr,val_iou,val_niou,val_pd,val_fa,images_per_s,epoch_s,wall_time_s\n"
@@ -90,8 +90,9 @@ def test_repeated_folder_names_are_labelled_by_path(tmp_path: Path) -> None:
             lambda p: (make_run(p, ROWS), (p / "config.yaml").write_text("[1, 2")),
             "unreadable config",
         ),
-        (lambda p: (make_run(p, ROWS), (p / "config.yaml").write_text("- 1\n")), "not a config"),
-        (lambda p: make_run(p, ROWS, "best_mode: up"), "best_mode must be max or min"),
+        (lambda p: (make_run(p, ROWS), (p / "config.yaml").write_text("- 1\n")), "a mapping"),
+        (lambda p: make_run(p, ROWS, "best_mode: up"), "best_mode"),
+        (lambda p: make_run(p, ROWS, "epochs: four"), "train.epochs"),
         (
             lambda p: (make_run(p, ROWS), (p / "init.json").write_text("{}")),
             "init.json: unreadable",
@@ -105,7 +106,7 @@ def test_repeated_folder_names_are_labelled_by_path(tmp_path: Path) -> None:
 def test_bad_runs_are_one_error_naming_the_file(tmp_path: Path, setup, message: str) -> None:
     folder = tmp_path / "run"
     setup(folder)
-    with pytest.raises(DataError, match=message) as info:
+    with pytest.raises(IstdError, match=message) as info:
         read_run(folder)
     assert str(folder) in str(info.value)
 
