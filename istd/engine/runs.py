@@ -248,10 +248,8 @@ def printable_runs(table: pd.DataFrame) -> pd.DataFrame:
 
 def runs_markdown(table: pd.DataFrame, figure: str | None = "val_curves.png") -> str:
     """`runs.md`: the runs table in Markdown, and the curves figure under it."""
-    shown = printable_runs(table)
-    head = "| " + " | ".join(shown.columns) + " |"
-    sep = "|" + "---|" * len(shown.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    from istd.metrics.report import markdown_table
+
     lines = [
         "# Training runs",
         "",
@@ -259,9 +257,7 @@ def runs_markdown(table: pd.DataFrame, figure: str | None = "val_curves.png") ->
         "metric in *selected by*; best epoch 0: no epoch beat the weights a fine-tune started "
         "from); hours: training and validation time summed over epochs.",
         "",
-        head,
-        sep,
-        *body,
+        markdown_table(printable_runs(table)),
     ]
     if figure:
         lines += ["", f"![validation IoU and Fa by epoch]({figure})"]

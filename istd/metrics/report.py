@@ -32,6 +32,7 @@ __all__ = [
     "EvalRun",
     "GalleryItem",
     "iou_losses",
+    "markdown_table",
     "metrics_table",
     "overlay",
     "prepare_out_dir",
@@ -197,7 +198,8 @@ def _iou_loss_table(run: EvalRun) -> pd.DataFrame:
     ).rename(columns={"lost_share": "share of lost %", "iou_if_fixed": "IoU if fixed"})
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
+    """`df` as a Markdown table; None and NaN cells read n/a."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "---|" * len(df.columns)
     body = [
@@ -251,7 +253,7 @@ def _markdown(run: EvalRun, gallery_files: list[str]) -> str:
         f"{f.get('dataset', '?')}, split `{f.get('split', '?')}` ({m['n_images']} images, "
         f"{m['n_targets']} targets).",
         "",
-        _md_table(metrics_table([run])),
+        markdown_table(metrics_table([run])),
         "",
         _definitions(m),
         "",
@@ -267,7 +269,7 @@ def _markdown(run: EvalRun, gallery_files: list[str]) -> str:
         lines += ["No threshold sweeps: the predictions were masks, not probabilities.", ""]
     losses = _iou_loss_table(run)
     if len(losses):
-        lines += ["## Where the IoU is lost", "", _IOU_LOSS_TEXT, "", _md_table(losses), ""]
+        lines += ["## Where the IoU is lost", "", _IOU_LOSS_TEXT, "", markdown_table(losses), ""]
     if gallery_files:
         lines += ["## Worst images", "", "Green: ground truth; red: prediction; yellow: both.", ""]
         lines += [
@@ -408,7 +410,7 @@ def _differences_md(runs: Sequence[EvalRun], diffs: pd.DataFrame) -> list[str]:
         f"{first} (for Fa, by fewer false alarms). An interval holding 0 is a difference this "
         "split cannot tell from the noise of which images it happens to hold.",
         "",
-        _md_table(printable_differences(first, diffs)),
+        markdown_table(printable_differences(first, diffs)),
         "",
     ]
 
@@ -437,7 +439,7 @@ def write_comparison(
         f"{facts.get('dataset', '?')}, split `{facts.get('split', '?')}` ({m['n_images']} images, "
         f"{m['n_targets']} targets, ids sha256 `{facts.get('ids_sha256', '?')}`).",
         "",
-        _md_table(df),
+        markdown_table(df),
         "",
         _definitions(m),
         "",
