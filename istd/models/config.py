@@ -62,11 +62,12 @@ class MiMConfig:
             resized back. The head predicts at a quarter of the input resolution, so targets of
             a few pixels span less than one output cell at 1.0; above 1 they span more, at
             input_scale ** 2 times the compute.
-        head_stride: resolution of the logit map, 4 (the paper's head, at H/4) or 2: one more
+        head_stride: resolution of the logit map, 4 (the paper's head, at H/4), 2: one more
             decoder stage, fed by the stem's H/2 map, corrects the H/4 logits at H/2 (9.63
             GFLOPs at 512 x 512 against 8.13, `istd.models.info.count_flops`; input_scale 1.5
-            costs 18.3). Its last layer starts at zero, so weights trained at 4 fine-tune from
-            where they were.
+            costs 18.3), or 1: a third, fed by a conv of the frame, corrects them again at H
+            (11.0 GFLOPs). Each added head's last layer starts at zero, so weights trained at a
+            coarser stride fine-tune from where they were.
     """
 
     in_chans: int = 1
@@ -123,8 +124,8 @@ class MiMConfig:
             raise _bad("head_dropout", "a number in [0, 1)", self.head_dropout)
         if not _is_finite(self.input_scale) or not 0.25 <= self.input_scale <= 4.0:
             raise _bad("input_scale", "a number in [0.25, 4]", self.input_scale)
-        if not _is_int(self.head_stride) or self.head_stride not in (2, 4):
-            raise _bad("head_stride", "2 or 4", self.head_stride)
+        if not _is_int(self.head_stride) or self.head_stride not in (1, 2, 4):
+            raise _bad("head_stride", "1, 2 or 4", self.head_stride)
         stages = len(self.depths)
         if stages < 1:
             raise ConfigError("depths must name at least one stage")

@@ -91,15 +91,23 @@ class MiMISTD(nn.Module, HubMixin):
         self.skips = nn.ModuleList(SkipBranch(d, **dd) for d in c.dims)
         self.decoder = nn.ModuleList(DecoderStage(c.dims[i], **dd) for i in range(1, S))
         self.head = SegHead(c.dims[0], c.head_dropout, **dd)
-        if c.head_stride == 2:
+        optional: tuple[str, ...] = ()
+        if c.head_stride <= 2:
             # One more stage, H/4 -> H/2 with the stem's map as its skip, and a head there that
             # corrects the H/4 head: it starts at zero, so weights trained without it load
             # (`optional_prefixes` below) into a network that predicts what they did.
             self.stem_skip = ConvBNAct(c.stem_dim, c.dims[0] // 2, **dd)
             self.fine = DecoderStage(c.dims[0], **dd)
             self.fine_head = SegHead(c.dims[0] // 2, c.head_dropout, residual=True, **dd)
+            optional += ("stem_skip.", "fine.", "fine_head.")
+        if c.head_stride == 1:
+            # The same again, H/2 -> H, its skip a conv of the (normalised) frame itself.
+            self.input_skip = ConvBNAct(c.in_chans, c.dims[0] // 4, **dd)
+            self.finest = DecoderStage(c.dims[0] // 2, **dd)
+            self.finest_head = SegHead(c.dims[0] // 4, c.head_dropout, residual=True, **dd)
+            optional += ("input_skip.", "finest.", "finest_head.")
         # May be missing from loaded weights (`istd.engine.checkpoint.load_weights`).
-        self.optional_prefixes = ("stem_skip.", "fine.", "fine_head.") if c.head_stride == 2 else ()
+        self.optional_prefixes = optional
         # Normalisation lives in the config (saved in config.json), so the buffers are not
         # persisted in the state dict.
         self.register_buffer(
@@ -163,12 +171,17 @@ class MiMISTD(nn.Module, HubMixin):
             y = self.decoder[i](y, skips[i])  # (B, C_i, Hp/2^(i+2), Wp/2^(i+2))
         logits = self.head(y)  # (B, 1, Hp/4, Wp/4)
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
-        if self.config.head_stride == 2:
-            fine = self.fine_head(self.fine(y, self.stem_skip(shared)))  # (B, 1, Hp/2, Wp/2)
+        if self.config.head_stride <= 2:
+            y = self.fine(y, self.stem_skip(shared))  # (B, C0/2, Hp/2, Wp/2)
             # Each map upsampled once, straight to full size: at the start the sum is exactly
             # the H/4 head's prediction.
-            fine = F.interpolate(fine, scale_factor=2.0, mode="bilinear", align_corners=False)
+            fine = F.interpolate(
+                self.fine_head(y), scale_factor=2.0, mode="bilinear", align_corners=False
+            )
             logits = logits + fine  # (B, 1, Hp, Wp)
+        if self.config.head_stride == 1:
+            y = self.finest(y, self.input_skip(x))  # (B, C0/4, Hp, Wp)
+            logits = logits + self.finest_head(y)
         logits = logits[:, :, :H, :W]  # crop the padding
         if scale != 1.0:
             logits = F.interpolate(

@@ -41,7 +41,7 @@ def test_json_round_trip_keeps_every_field() -> None:
         ({"input_scale": 8.0}, "input_scale"),
         ({"input_scale": float("inf")}, "input_scale"),
         ({"input_scale": "1.5"}, "input_scale"),
-        ({"head_stride": 1}, "head_stride"),
+        ({"head_stride": 0}, "head_stride"),
         ({"head_stride": 8}, "head_stride"),
         ({"head_stride": 2.0}, "head_stride"),
     ],

@@ -189,6 +189,31 @@ def test_head_stride_2_starts_as_the_weights_it_loads() -> None:
         load_weights(fine, partial, "partial")
 
 
+def test_head_stride_1_adds_a_full_resolution_correction() -> None:
+    model = _build("mim-istd-test", scan_backend="reference", head_stride=1).train()
+    seen = {}
+    model.finest_head.register_forward_hook(lambda _m, _i, out: seen.update(shape=out.shape))
+    x = _image(2, 1, 37, 50)  # pads to 48 x 64
+    for head in (model.fine_head, model.finest_head):  # both start at zero
+        torch.nn.init.normal_(head.out.weight)
+    y = model(x)
+    assert seen["shape"] == (2, 1, 48, 64) and y.shape == (2, 1, 37, 50)
+    y.square().mean().backward()
+    assert _dead_parameters(model) == []  # the frame's skip and both extra stages train too
+
+
+def test_head_stride_1_starts_as_the_half_resolution_weights_it_loads() -> None:
+    half = _build("mim-istd-test", scan_backend="reference", head_stride=2).eval()
+    torch.nn.init.normal_(half.fine_head.out.weight)  # a trained H/2 head is not zero
+    full = _build("mim-istd-test", scan_backend="reference", head_stride=1).eval()
+    load_weights(full, half.state_dict(), "half")
+    x = _image(2, 1, 37, 50)
+    with torch.inference_mode():
+        torch.testing.assert_close(full(x), half(x), rtol=1e-5, atol=1e-5)
+    extra = set(full.state_dict()) - set(half.state_dict())
+    assert {k.split(".")[0] for k in extra} == {"input_skip", "finest", "finest_head"}
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 1, 0, 8), (8, 8)])
 def test_bad_input_shape_raises_data_error(shape: tuple[int, ...]) -> None:
     model = _build("mim-istd-test", scan_backend="reference").eval()
