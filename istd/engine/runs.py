@@ -18,9 +18,11 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
+from istd.data.io import write_bytes_atomic
 from istd.engine.config import TrainConfig, config_from_saved
 from istd.errors import DataError
 from istd.metrics._figures import _png
+from istd.metrics.report import markdown_table, prepare_out_dir
 
 # Run files, in a work dir and in a released weights folder.
 _LOG = "log.csv"
@@ -248,8 +250,6 @@ def printable_runs(table: pd.DataFrame) -> pd.DataFrame:
 
 def runs_markdown(table: pd.DataFrame, figure: str | None = "val_curves.png") -> str:
     """`runs.md`: the runs table in Markdown, and the curves figure under it."""
-    from istd.metrics.report import markdown_table
-
     lines = [
         "# Training runs",
         "",
@@ -272,9 +272,6 @@ def write_runs_report(
     Raises:
         DataError: `out_dir` is a file, or a non-empty folder and `overwrite` is false.
     """
-    from istd.data.io import write_bytes_atomic
-    from istd.metrics.report import prepare_out_dir
-
     out = prepare_out_dir(out_dir, overwrite)
     table = runs_table(runs)
     files = {

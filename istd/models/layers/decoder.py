@@ -6,7 +6,8 @@ decoder climbs from the deepest skip with Swin-Unet patch expanding (Cao et al.,
 next skip and refines with two ResNet basic blocks (He et al., 2016); a conv head predicts the
 one-channel logit map at H/4. With ``MiMConfig.head_stride`` 2, one more such stage, whose
 skip is the stem's H/2 map, feeds a second head at H/2 whose output corrects the first's
-(upsampled) logits.
+(upsampled) logits; with 1, a third stage at H, whose skip is a conv of the frame, corrects
+them again.
 
 Feature maps here are NCHW tensors in channels_last memory (the encoder's (B, H, W, C) tokens
 seen through `permute(0, 3, 1, 2)`), which oneDNN's convolutions consume without copies.
