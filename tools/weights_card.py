@@ -249,7 +249,9 @@ def _section(folder: Path) -> list[str]:
     lines = [f"## {name}", "", status, "", "| | |", "|---|---|"]
     model = f"`{meta['model']}` ({params / 1e6:.2f} M parameters), scan `{cfg.get('scan')}`, "
     model += f"inner `{cfg.get('inner')}`, in_chans {cfg.get('in_chans')}, "
-    model += f"head at H/{cfg.get('head_stride', 4)}, input scale {cfg.get('input_scale', 1.0):g}"
+    stride = cfg.get("head_stride", 4)
+    model += f"head at {'H' if stride == 1 else f'H/{stride}'}, "
+    model += f"input scale {cfg.get('input_scale', 1.0):g}"
     lines.append(f"| model | {model} |")
     n_val = f" ({int(val['n_images'])} images)" if "n_images" in val else ""
     lines.append(f"| data | {extra.get('dataset', 'n/a')}; {extra.get('split', 'n/a')}{n_val} |")
