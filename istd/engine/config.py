@@ -144,6 +144,9 @@ class LoopConfig:
     # One of istd.metrics.metrics.METRIC_NAMES.
     best_metric: str = "iou"
     best_mode: Literal["max", "min"] = "max"
+    # Score each validation by the mean best_metric of the last best_window validations (1: the
+    # validation alone); best/ holds the checkpoint ending the best stretch (istd.engine.selection).
+    best_window: int = 1
     threshold: float = 0.5
     deterministic: bool = True
     threads: int | None = None
@@ -210,6 +213,7 @@ class TrainConfig:
             ("data.limit", self.data.limit is None or self.data.limit >= 1),
             ("data.val_limit", self.data.val_limit is None or self.data.val_limit >= 1),
             ("train.threads", self.train.threads is None or self.train.threads >= 1),
+            ("train.best_window", self.train.best_window >= 1),
             (
                 "train.ema_decay",
                 self.train.ema_decay is None or 0.0 < self.train.ema_decay < 1.0,

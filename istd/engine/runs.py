@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from istd.data.io import write_bytes_atomic
 from istd.engine.config import TrainConfig, config_from_saved
+from istd.engine.selection import selection_scores
 from istd.errors import DataError
 from istd.metrics._figures import _png
 from istd.metrics.report import markdown_table, prepare_out_dir
@@ -46,6 +47,7 @@ class TrainingRun:
         planned_epochs: `train.epochs` of its config; None without a config.
         best_metric: the validation metric its `best/` was chosen by (`train.best_metric`).
         best_mode: "max" or "min".
+        best_window: validations averaged into each one's score (`train.best_window`).
         starts_from: 'NAME (epoch N)', the weights it was fine-tuned from, if any.
     """
 
@@ -55,6 +57,7 @@ class TrainingRun:
     best_metric: str
     best_mode: str
     starts_from: str | None
+    best_window: int = 1
 
     @property
     def epochs_done(self) -> int:
@@ -69,12 +72,14 @@ class TrainingRun:
         return self.log.dropna(subset=[column])
 
     def best_row(self) -> pd.Series | None:
-        """The validated epoch that `best/` holds: the first best by the run's own metric."""
+        """The validated epoch that `best/` holds: the first best score by the run's own
+        metric and window (`istd.engine.selection`)."""
         rows = self.validated
         if not len(rows):
             return None
-        values = rows[f"val_{self.best_metric}"]
-        return rows.loc[values.idxmax() if self.best_mode == "max" else values.idxmin()]
+        values = rows[f"val_{self.best_metric}"].tolist()
+        scores = pd.Series(selection_scores(values, self.best_window), index=rows.index)
+        return rows.loc[scores.idxmax() if self.best_mode == "max" else scores.idxmin()]
 
     def summary(self) -> dict[str, Any]:
         """One row of the runs table (`RUN_COLUMNS`); metrics are None before a validation."""
@@ -163,6 +168,7 @@ def read_run(folder: str | Path, name: str | None = None) -> TrainingRun:
         planned_epochs=None if train is None else train.epochs,
         best_metric="iou" if train is None else train.best_metric,
         best_mode="max" if train is None else train.best_mode,
+        best_window=1 if train is None else train.best_window,
         starts_from=_starting_point(folder),
     )
 

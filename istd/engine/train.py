@@ -61,6 +61,7 @@ from istd.engine.distributed import (
 from istd.engine.evaluate import evaluate
 from istd.engine.losses import build_loss
 from istd.engine.optim import build_optimizer, build_scheduler
+from istd.engine.selection import trailing_mean
 from istd.engine.train_data import (
     ids_sha256,
     make_train_loader,
@@ -365,7 +366,9 @@ def _run(
             raise ConfigError(
                 f"train.best_metric {t.best_metric!r} unknown; known: {', '.join(metrics)}"
             )
-        value = metrics[t.best_metric]
+        column = f"val_{t.best_metric}"
+        earlier = [r[column] for r in state.history if r.get(column) is not None]
+        value = trailing_mean([*earlier, metrics[t.best_metric]], t.best_window)
         better = state.best_value is None or (
             value > state.best_value if t.best_mode == "max" else value < state.best_value
         )
@@ -376,9 +379,11 @@ def _run(
                 "metrics": metrics,
                 "split": f"validation: {cfg.data.val_split or 'held out of train'}",
                 "split_sha256": splits, "epoch": epoch, "train_config": cfg.to_dict(),
+                "selection": {"metric": t.best_metric, "window": t.best_window, "score": value},
             }  # fmt: skip
             write_best(work_dir / "best", published, extra)
-            reporter.note(f"epoch {epoch}: best {t.best_metric} {value:.4f} -> best/")
+            over = f" (mean of the last {t.best_window} validations)" if t.best_window > 1 else ""
+            reporter.note(f"epoch {epoch}: best {t.best_metric} {value:.4f}{over} -> best/")
 
     if load_from is not None and record is None and info.is_main:
         # Epoch 0: the starting weights under this run's config (its validation split, its

@@ -50,6 +50,15 @@ def test_summary_is_the_first_best_epoch_of_the_runs_metric(tmp_path: Path) -> N
     assert fa.summary()["best_epoch"] == 4 and fa.summary()["selected_by"] == "fa (min)"
 
 
+def test_summary_follows_the_runs_selection_window(tmp_path: Path) -> None:
+    """With train.best_window 2, a validation is scored with the one before it."""
+    rows = [*ROWS, "5,10,0.5,0.01,0.60,0.57,0.97,1e-05,5.0,12.0,57.0"]
+    run = read_run(make_run(tmp_path / "w", rows, "epochs: 5\n  best_window: 2"))
+    # Scores: 0.50, 0.555, 0.61, 0.605: epoch 4 ends the best pair (epoch 3 alone ties it).
+    assert run.best_window == 2 and run.summary()["best_epoch"] == 4
+    assert read_run(make_run(tmp_path / "one", rows, "epochs: 5")).summary()["best_epoch"] == 3
+
+
 def test_run_without_validation_yet_and_a_fine_tune(tmp_path: Path) -> None:
     early = read_run(make_run(tmp_path / "early", ROWS[:1]))
     assert early.best_row() is None

@@ -105,6 +105,12 @@ def test_grad_clip_must_be_positive_or_null(value: str) -> None:
     assert load_config(None, ["optim.grad_clip=null"]).optim.grad_clip is None
 
 
+def test_best_window_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigError, match="train.best_window"):
+        load_config(None, ["train.best_window=0"])
+    assert load_config(None, ["train.best_window=5"]).train.best_window == 5
+
+
 def test_best_metric_checked_against_the_evaluation_metrics() -> None:
     import numpy as np
 

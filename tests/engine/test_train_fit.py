@@ -15,6 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from istd.engine import train as train_module
 from istd.engine.checkpoint import load_checkpoint
 from istd.engine.config import load_config
 from istd.engine.optim import build_scheduler
@@ -107,6 +108,33 @@ def test_fit_writes_config_log_checkpoint_and_best(synthetic: Path, tmp_path: Pa
     assert len(_) == 2 and all(s.id in ("0004", "0005") for s in _)
     # `istd runs` names the epoch that fit saved to best/.
     assert read_run(work).summary()["best_epoch"] == result.best_epoch
+
+
+@pytest.mark.parametrize(("window", "expected"), [(1, 2), (2, 5)])
+def test_best_window_publishes_the_end_of_the_best_stretch(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int, expected: int
+) -> None:
+    """Scripted validation IoUs: a lone peak at epoch 2, a steadier stretch at epochs 4-5."""
+    ious = iter([0.5, 0.9, 0.4, 0.8, 0.85, 0.3])
+    real = train_module.validate
+
+    def scripted(*args: Any) -> dict[str, float]:
+        return {**real(*args), "iou": next(ious)}
+
+    monkeypatch.setattr(train_module, "validate", scripted)
+    work = tmp_path / "run"
+    overrides = ["train.epochs=6", "train.val_every=1", f"train.best_window={window}"]
+    result = fit("mim-istd_nuaa-sirst", work, overrides=tiny(synthetic, *overrides))
+    assert result.best_epoch == expected
+    selection = json.loads((work / "best" / "config.json").read_text())["extra"]["selection"]
+    assert selection == {
+        "metric": "iou",
+        "window": window,
+        "score": pytest.approx(result.best_value),
+    }
+    assert result.best_value == pytest.approx(0.9 if window == 1 else 0.825)
+    # `istd runs` reads the same choice back from log.csv and config.yaml.
+    assert read_run(work).summary()["best_epoch"] == expected
 
 
 def test_same_seed_same_weights_different_seed_differs(synthetic: Path, tmp_path: Path) -> None:
