@@ -84,6 +84,7 @@ class TrainingRun:
     def summary(self) -> dict[str, Any]:
         """One row of the runs table (`RUN_COLUMNS`); metrics are None before a validation."""
         best = self.best_row()
+        window = f", mean of {self.best_window}" if self.best_window > 1 else ""
         hours = None
         if "wall_time_s" in self.log and self.log["wall_time_s"].notna().any():
             hours = float(self.log["wall_time_s"].max()) / 3600
@@ -93,7 +94,7 @@ class TrainingRun:
             "planned": self.planned_epochs,
             "hours": hours,
             "best_epoch": None if best is None else int(best["epoch"]),
-            "selected_by": f"{self.best_metric} ({self.best_mode})",
+            "selected_by": f"{self.best_metric} ({self.best_mode}{window})",
             "starts_from": self.starts_from,
         }
         for column in ("val_iou", "val_niou", "val_pd", "val_fa"):

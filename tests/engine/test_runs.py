@@ -56,6 +56,7 @@ def test_summary_follows_the_runs_selection_window(tmp_path: Path) -> None:
     run = read_run(make_run(tmp_path / "w", rows, "epochs: 5\n  best_window: 2"))
     # Scores: 0.50, 0.555, 0.61, 0.605: epoch 4 ends the best pair (epoch 3 alone ties it).
     assert run.best_window == 2 and run.summary()["best_epoch"] == 4
+    assert run.summary()["selected_by"] == "iou (max, mean of 2)"
     assert read_run(make_run(tmp_path / "one", rows, "epochs: 5")).summary()["best_epoch"] == 3
 
 
