@@ -115,6 +115,16 @@ def _f(value: Any, digits: int = 4, scale: float = 1.0) -> str:
     return f"{value * scale:.{digits}f}"
 
 
+def _selection_note(selection: dict[str, Any] | None) -> str:
+    """How best/ was chosen when `train.best_window` averaged several validations."""
+    if not selection or selection.get("window", 1) <= 1:
+        return ""
+    return (
+        f"; chosen by the mean {selection['metric']} of the last {selection['window']} "
+        f"validations ({_f(selection['score'])})"
+    )
+
+
 def _metric_cells(m: dict[str, Any]) -> str:
     return (
         f"{_f(m.get('iou'))} | {_f(m.get('niou'))} | {_f(m.get('pd'))} | {_f(m.get('fa'), 2, 1e6)}"
@@ -301,7 +311,8 @@ def _section(folder: Path) -> list[str]:
     if val:
         lines.append(
             f"| best checkpoint | epoch {extra.get('epoch')}: val IoU {_f(val.get('iou'))}, nIoU "
-            f"{_f(val.get('niou'))}, Pd {_f(val.get('pd'))}, Fa {_f(val.get('fa'), 2, 1e6)} x 1e-6 |"
+            f"{_f(val.get('niou'))}, Pd {_f(val.get('pd'))}, Fa {_f(val.get('fa'), 2, 1e6)} x 1e-6"
+            f"{_selection_note(extra.get('selection'))} |"
         )
     size = (folder / "model.safetensors").stat().st_size / 1e6
     lines.append(

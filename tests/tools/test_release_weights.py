@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,8 +39,10 @@ def make_run(
     planned: int | None = None,
     seed: int = 0,
     sets: tuple[str, ...] = (),
+    selection: dict[str, Any] | None = None,
 ) -> Path:
-    """An `istd train` work dir of the tiny test model after `epochs` of `planned`, untrained."""
+    """An `istd train` work dir of the tiny test model after `epochs` of `planned`, untrained;
+    `selection` is what `fit` records of a `train.best_window` above 1."""
     sets = ["model.name=mim-istd-test", f"train.epochs={planned or epochs}", *sets]
     cfg = load_config("mim-istd_nuaa-sirst", sets)
     path.mkdir(parents=True)
@@ -61,6 +64,8 @@ def make_run(
         "split_sha256": {"train": "a" * 8, "val": "b" * 8}, "epoch": epochs,
         "train_config": cfg.to_dict(),
     }  # fmt: skip
+    if selection is not None:
+        extra["selection"] = selection
     save_pretrained(model, path / "best", extra=extra)
     return path
 
@@ -308,6 +313,17 @@ def test_card_recipe_names_the_rescale_and_average_when_used(tmp_path: Path) -> 
     assert card.count("moving average, decay 0.99 per step") == 1
     assert card.count("small frames padded with the normalisation mean") == 1
     assert card.count("head at H/4, input scale 1 |") == 2
+
+
+def test_card_says_when_best_was_chosen_over_a_window(tmp_path: Path) -> None:
+    root = tmp_path / "weights"
+    rw.release(make_run(tmp_path / "plain", 0.5), "plain", weights_root=root, log=lambda _: None)
+    window = {"metric": "iou", "window": 3, "score": 0.49}
+    run = make_run(tmp_path / "w", 0.5, sets=("train.best_window=3",), selection=window)
+    rw.release(run, "windowed", weights_root=root, log=lambda _: None)
+    card = (root / "README.md").read_text()
+    assert card.count("chosen by the mean") == 1  # the plain run's row says nothing of it
+    assert "Fa 35.00 x 1e-6; chosen by the mean iou of the last 3 validations (0.4900) |" in card
 
 
 def test_fine_tuned_runs_document_their_earlier_stages(tmp_path: Path) -> None:
